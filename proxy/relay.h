@@ -1,0 +1,73 @@
+/*
+ * relay.h: the delivery step between a LAN session and the upstream. The
+ * session hands over a complete message; the relay answers, once, with the
+ * reply the client should get. In direct mode that reply is decided by the
+ * upstream's answer to the message; the queue slots in behind this same
+ * interface (the reply then comes when the spool file is durable).
+ */
+#ifndef SMTPVAULT_RELAY_H
+#define SMTPVAULT_RELAY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vault.h"
+
+struct event_base;
+struct evbuffer;
+struct config;
+struct credstore;
+
+#define RELAY_QUEUE_ID_MAX	24
+#define RELAY_PATH_MAX		(256 + 1)	/* RFC 5321 4.5.3.1.3 path limit + NUL */
+#define RELAY_TEXT_MAX		1024
+
+struct relay_msg {
+	char		queue_id[RELAY_QUEUE_ID_MAX];
+	char		account[VAULT_ADDR_MAX];	/* routed account's primary address */
+	char		mail_from[RELAY_PATH_MAX];	/* without <>, "" for the null sender */
+	char		(*rcpts)[RELAY_PATH_MAX];	/* malloc'd array */
+	size_t		n_rcpts;
+	int		body_8bit;			/* BODY=8BITMIME was given */
+	int		smtputf8;			/* SMTPUTF8 was given */
+	/* The message as the client sent it, dot-unstuffed, CRLF line ends,
+	 * preceded by our Received: header. */
+	struct evbuffer	*data;
+	/* For the audit log and logs. */
+	char		client_ip[64];
+	char		client_name[64];
+	char		helo[256];
+};
+
+/* The reply for the client, e.g. {250, "2.0.0", "Ok: queued as X"}. */
+struct relay_result {
+	int		code;
+	char		enhanced[16];
+	char		text[RELAY_TEXT_MAX];
+};
+
+typedef void relay_cb(void *arg, const struct relay_result *res);
+
+struct relay;
+
+struct relay *relay_new(struct event_base *base, const struct config *cfg,
+	    struct credstore *cs);
+void	relay_free(struct relay *r);
+
+/*
+ * Hand over msg (the relay takes ownership and frees it). cb is called
+ * exactly once, later, from the event loop, unless relay_cancel() is called
+ * first with the same arg. Returns 0, or -1 if the message could not be
+ * accepted at all (res then holds the reply, and cb is not called).
+ */
+int	relay_submit(struct relay *r, struct relay_msg *msg, relay_cb *cb, void *arg,
+	    struct relay_result *res);
+/* The session behind arg is going away: never call its callback. */
+void	relay_cancel(struct relay *r, void *arg);
+
+/* Stop taking messages; done() runs when everything in flight is finished. */
+void	relay_drain(struct relay *r, void (*done)(void *), void *arg);
+
+void	relay_msg_free(struct relay_msg *msg);
+
+#endif
