@@ -1,0 +1,272 @@
+/*
+ * server.c: "smtpvault serve": unlock the vault, start the SMTP front end
+ * and the relay on one libevent loop, and run until SIGTERM / SIGINT (drain:
+ * stop listening, finish what is in flight, exit 0). SIGHUP reloads the
+ * configuration; a changed vault file is picked up by a 1-second timer.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/event.h>
+#include <sodium.h>
+
+#include "cli.h"
+#include "credential.h"
+#include "log.h"
+#include "relay.h"
+#include "smtp_session.h"
+
+#define VAULT_POLL_SECONDS	1	/* SPEC: a changed vault is live within 2 s */
+#define CONFIG_KEEP_SECONDS	86400	/* how long a replaced config stays valid */
+
+/*
+ * A configuration replaced by SIGHUP may still be referenced by sessions that
+ * started under it, so it is kept for a day (far longer than any session's
+ * bounded life) before it is freed.
+ */
+struct old_config {
+	struct config		*cfg;
+	time_t			 replaced;
+	struct old_config	*next;
+};
+
+struct server {
+	struct cli		*cli;
+	struct config		*cfg;
+	struct old_config	*old;
+	struct event_base	*base;
+	struct credstore	*cs;
+	struct relay		*relay;
+	struct smtp_server	*smtp;
+	struct event		*ev_term, *ev_int, *ev_hup, *ev_vault, *ev_deadline;
+	int			 draining;
+};
+
+static void
+server_relay_drained(void *arg)
+{
+	struct server *s = arg;
+
+	log_info("event=stopped");
+	event_base_loopexit(s->base, NULL);
+}
+
+static void
+server_smtp_drained(void *arg)
+{
+	struct server *s = arg;
+
+	relay_drain(s->relay, server_relay_drained, s);
+}
+
+static void
+server_deadline(evutil_socket_t fd, short what, void *arg)
+{
+	struct server *s = arg;
+
+	log_warn("event=drain_timeout action=exit");
+	event_base_loopexit(s->base, NULL);
+}
+
+static void
+server_on_term(evutil_socket_t sig, short what, void *arg)
+{
+	struct server *s = arg;
+	struct timeval tv;
+
+	if (s->draining) {
+		log_warn("event=signal signal=%d action=exit_now", (int)sig);
+		event_base_loopexit(s->base, NULL);
+		return;
+	}
+	s->draining = 1;
+	log_info("event=signal signal=%d action=drain", (int)sig);
+	/* In-flight messages get the upstream timeout twice over, then we go. */
+	tv.tv_sec = (time_t)(2 * s->cfg->upstream_timeout + s->cfg->smtp_timeout);
+	tv.tv_usec = 0;
+	s->ev_deadline = evtimer_new(s->base, server_deadline, s);
+	if (s->ev_deadline != NULL)
+		evtimer_add(s->ev_deadline, &tv);
+	smtp_server_drain(s->smtp, server_smtp_drained, s);
+}
+
+static void
+server_free_old_configs(struct server *s, time_t now, int all)
+{
+	struct old_config **pp = &s->old, *o;
+
+	while ((o = *pp) != NULL) {
+		if (all || now - o->replaced > CONFIG_KEEP_SECONDS) {
+			*pp = o->next;
+			config_free(o->cfg);
+			free(o->cfg);
+			free(o);
+		} else {
+			pp = &o->next;
+		}
+	}
+}
+
+static void
+server_on_hup(evutil_socket_t sig, short what, void *arg)
+{
+	struct server *s = arg;
+	struct config *n;
+	struct old_config *o;
+	char err[1024];
+
+	if ((n = calloc(1, sizeof(*n))) == NULL || (o = calloc(1, sizeof(*o))) == NULL) {
+		free(n);
+		log_err("event=reload error=\"out of memory\"");
+		return;
+	}
+	if (config_load(s->cli->config_path, n, err, sizeof(err)) == -1) {
+		log_err("event=reload error=\"%s\" action=keep_old_config", err);
+		free(n);
+		free(o);
+		return;
+	}
+	if (n->n_listen != s->cfg->n_listen ||
+	    memcmp(n->listen, s->cfg->listen, sizeof(n->listen[0]) * n->n_listen) != 0 ||
+	    strcmp(n->vault_path, s->cfg->vault_path) != 0)
+		log_warn("event=reload note=\"listen addresses and the vault path change "
+		    "only at restart\"");
+	o->cfg = s->cfg;
+	o->replaced = time(NULL);
+	o->next = s->old;
+	s->old = o;
+	s->cfg = n;
+	smtp_server_set_config(s->smtp, n);
+	/* TODO(relay): hand the new [upstream] settings to the relay. */
+	server_free_old_configs(s, o->replaced, 0);
+	log_info("event=reload config=%s", s->cli->config_path);
+}
+
+static void
+server_on_vault_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct server *s = arg;
+
+	(void)credstore_maybe_reload(s->cs);
+}
+
+static int
+server_open_vault(struct cli *cli, struct vault **v)
+{
+	int rc;
+
+	if ((rc = cli_open_vault(cli, 0, v)) != EXIT_OK)
+		return rc;
+	return EXIT_OK;
+}
+
+int
+cmd_serve(struct cli *cli, int argc, char **argv)
+{
+	static const char *use = "smtpvault serve [--check]";
+	struct server s;
+	struct vault *v = NULL;
+	struct timeval poll = { VAULT_POLL_SECONDS, 0 };
+	char err[1024];
+	int i, check = 0, rc;
+
+	for (i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--check") == 0) {
+			check = 1;
+		} else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+			printf("usage: %s\n", use);
+			return EXIT_OK;
+		} else {
+			cli_error("unexpected argument '%s'; usage: %s", argv[i], use);
+			return EXIT_USAGE;
+		}
+	}
+	/* Before any secret is in memory: no core dumps, no ptrace. */
+	vault_harden_process();
+	if ((rc = cli_load_config(cli)) != EXIT_OK)
+		return rc;
+	if (cli->cfg.delivery == DELIVERY_QUEUE) {
+		cli_error("%s: delivery = queue is not available in this build yet; "
+		    "set delivery = direct in [smtp]", cli->config_path);
+		return EXIT_USAGE;
+	}
+	if ((rc = server_open_vault(cli, &v)) != EXIT_OK)
+		return rc;
+	if (check) {
+		vault_close(v);
+		printf("configuration OK\n");
+		return EXIT_OK;
+	}
+
+	memset(&s, 0, sizeof(s));
+	s.cli = cli;
+	if ((s.cfg = calloc(1, sizeof(*s.cfg))) == NULL) {
+		vault_close(v);
+		cli_error("out of memory");
+		return EXIT_FAILED;
+	}
+	/* The server owns its configuration so that SIGHUP can replace it. */
+	*s.cfg = cli->cfg;
+	cli->cfg_loaded = 0;
+	rc = EXIT_FAILED;
+	signal(SIGPIPE, SIG_IGN);
+	if ((s.base = event_base_new()) == NULL) {
+		log_err("event=start error=\"cannot create the event loop\"");
+		goto done;
+	}
+	if ((s.cs = credstore_new(v)) == NULL) {
+		vault_close(v);
+		log_err("event=start error=\"out of memory\"");
+		goto done;
+	}
+	if ((s.relay = relay_new(s.base, s.cfg, s.cs)) == NULL) {
+		log_err("event=start error=\"cannot start the relay\"");
+		goto done;
+	}
+	if ((s.smtp = smtp_server_new(s.base, s.cfg, s.relay, s.cs, err, sizeof(err))) == NULL) {
+		log_err("event=start error=\"%s\"", err);
+		rc = EXIT_USAGE;
+		goto done;
+	}
+	s.ev_term = evsignal_new(s.base, SIGTERM, server_on_term, &s);
+	s.ev_int = evsignal_new(s.base, SIGINT, server_on_term, &s);
+	s.ev_hup = evsignal_new(s.base, SIGHUP, server_on_hup, &s);
+	s.ev_vault = event_new(s.base, -1, EV_PERSIST, server_on_vault_timer, &s);
+	if (s.ev_term == NULL || s.ev_int == NULL || s.ev_hup == NULL || s.ev_vault == NULL ||
+	    evsignal_add(s.ev_term, NULL) == -1 || evsignal_add(s.ev_int, NULL) == -1 ||
+	    evsignal_add(s.ev_hup, NULL) == -1 || event_add(s.ev_vault, &poll) == -1) {
+		log_err("event=start error=\"cannot set up signal handling\"");
+		goto done;
+	}
+	log_info("event=started version=%s config=%s delivery=%s", SMTPVAULT_VERSION,
+	    cli->config_path, s.cfg->delivery == DELIVERY_DIRECT ? "direct" : "queue");
+	if (event_base_dispatch(s.base) == -1)
+		log_err("event=loop error=\"event loop failed\"");
+	else
+		rc = EXIT_OK;
+done:
+	if (s.smtp != NULL)
+		smtp_server_free(s.smtp);
+	if (s.relay != NULL)
+		relay_free(s.relay);
+	credstore_free(s.cs);
+	if (s.ev_term != NULL)
+		event_free(s.ev_term);
+	if (s.ev_int != NULL)
+		event_free(s.ev_int);
+	if (s.ev_hup != NULL)
+		event_free(s.ev_hup);
+	if (s.ev_vault != NULL)
+		event_free(s.ev_vault);
+	if (s.ev_deadline != NULL)
+		event_free(s.ev_deadline);
+	if (s.base != NULL)
+		event_base_free(s.base);
+	server_free_old_configs(&s, 0, 1);
+	config_free(s.cfg);
+	free(s.cfg);
+	return rc;
+}
