@@ -32,7 +32,11 @@ struct netmask {
 	int	prefix;
 };
 
-/* "10.0.5.0/24", "10.0.6.7", "::1/128", "[::1]", "fd00::/8". Host bits must be zero. */
+/*
+ * "10.0.5.0/24", "10.0.6.7", "::1/128", "[::1]", "[fd00::]/8". Host bits must
+ * be zero ("10.0.5.1/24" is an error). An IPv4-mapped mask (::ffff:10.0.0.0/104)
+ * is stored as the IPv4 mask it means (10.0.0.0/8).
+ */
 int netmask_parse(const char *s, struct netmask *out);
 
 /* Does the socket address fall inside the mask? IPv4-mapped IPv6 counts as IPv4. */
@@ -44,26 +48,38 @@ int netmask_is_any(const struct netmask *m);
 /* Text form of an address, IPv4-mapped IPv6 shown as IPv4. */
 void sockaddr_ntop(const struct sockaddr *sa, char *buf, size_t len);
 
-/* "host:port", "[v6]:port", "*:port". Fills a sockaddr for bind(). */
+/*
+ * "a.b.c.d:port", "[v6]:port", "*:port" ("*" is 0.0.0.0; write "[::]" for the
+ * IPv6 wildcard). Numeric addresses only, port 1..65535. Fills a sockaddr for bind().
+ */
 int listen_addr_parse(const char *s, struct sockaddr_storage *ss, socklen_t *sslen);
 
-/* "host:port" or "[v6]:port" into host and port, without resolving. */
+/* "host:port" or "[v6]:port" into host and port (1..65535), without resolving.
+ * host is a DNS name (letters, digits, '-', '.'), an IPv4 or a bracketed IPv6
+ * address; brackets are removed. */
 int hostport_parse(const char *s, char *host, size_t hostlen, uint16_t *port);
 
 /* RFC 3339 UTC, "2026-11-26T05:40:56Z". buf needs at least 21 bytes. */
 void time_rfc3339(time_t t, char *buf, size_t len);
 
-/* Parse RFC 3339 (Z or +hh:mm offset, optional fraction) or a relative age
- * ("2h", "7d", meaning now minus that). */
+/* Parse RFC 3339 (Z or +hh:mm offset, optional fraction, which is dropped),
+ * a date "2026-11-26" (midnight UTC), or a relative age ("2h", "7d", "30m",
+ * "45s", meaning now minus that; a bare number is refused as ambiguous). */
 int time_parse(const char *s, time_t now, time_t *out);
 
 /*
- * Write a file durably and atomically: temp file in the same directory,
- * write, fsync, rename over path, fsync the directory. mode for the new file.
+ * Write a file durably and atomically: temp file "path.tmp.XXXXXX" in the same
+ * directory, write, fsync, rename over path, fsync the directory. mode for the
+ * new file. On failure the temp file is removed and errno is kept.
  */
 int file_write_atomic(const char *path, const void *buf, size_t len, int mode);
 
-/* Read a whole file of at most maxlen bytes into malloc'd memory. */
+/*
+ * Read a whole file of at most maxlen bytes into malloc'd memory (free()).
+ * The buffer is NUL-terminated (not counted in outlen). A larger file fails
+ * with errno EFBIG. Intermediate buffers are wiped, so it may read key files;
+ * the caller wipes the result.
+ */
 int file_read_all(const char *path, size_t maxlen, uint8_t **out, size_t *outlen);
 
 /* Trim ASCII white space at both ends, in place. Returns s. */
