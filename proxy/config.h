@@ -21,6 +21,13 @@
 #define CONFIG_MAX_CLIENTS	256
 #define CONFIG_MAX_LIST		64	/* accounts and senders per client */
 #define CONFIG_MAX_RETRY	16
+/*
+ * Longest line, without its "\n" or "\r\n". Debian's inih reads lines into a
+ * 200-byte buffer and silently splits longer ones, and a line of 199 bytes
+ * already shifts its line numbers; longer lines are refused instead.
+ */
+#define CONFIG_LINE_MAX		198
+#define CONFIG_FILE_MAX		(1024 * 1024)	/* bytes */
 
 enum delivery_mode { DELIVERY_QUEUE, DELIVERY_DIRECT };
 enum upstream_tls { UPSTREAM_TLS_STARTTLS, UPSTREAM_TLS_IMPLICIT };

@@ -26,6 +26,7 @@
 #define UTIL_ADDR_TEXT_MAX	(INET6_ADDRSTRLEN + 8)
 /* A hostname as used on the wire (RFC 1035 limits a name to 253 octets). */
 #define UTIL_HOSTNAME_MAX	253
+#define UTIL_LABEL_MAX		63
 /* First read size for files whose size fstat cannot tell (pipes, /proc). */
 #define UTIL_READ_CHUNK		4096
 
@@ -306,26 +307,37 @@ sockaddr_ntop(const struct sockaddr *sa, char *buf, size_t len)
 		strlcpy(buf, "?", len);
 }
 
-/* Letters, digits, '-' and '.', 1..253 characters, no empty label. */
-static int
+int
 hostname_valid(const char *h)
 {
-	size_t i, len = strlen(h);
+	size_t i, label = 0, len = strlen(h);
+	int numeric = 1;
 
-	if (len == 0 || len > UTIL_HOSTNAME_MAX || h[0] == '.' || h[0] == '-')
+	if (len == 0 || len > UTIL_HOSTNAME_MAX)
 		return 0;
-	for (i = 0; i < len; i++) {
+	for (i = 0; i <= len; i++) {
 		unsigned char c = (unsigned char)h[i];
 
-		if (c == '.') {
-			if (h[i + 1] == '.')
+		if (c == '.' || c == '\0') {
+			/* End of a label: not empty, not ending in '-'. */
+			if (label == 0 || h[i - 1] == '-')
 				return 0;
+			label = 0;
+			if (c == '.')
+				numeric = 1;
 			continue;
 		}
 		if (!isalnum(c) && c != '-')
 			return 0;
+		if (label == 0 && c == '-')
+			return 0;
+		if (++label > UTIL_LABEL_MAX)
+			return 0;
+		if (!is_digit(c))
+			numeric = 0;
 	}
-	return 1;
+	/* An all-numeric top label would read as an address (RFC 3696 section 2). */
+	return !numeric;
 }
 
 /*

@@ -82,6 +82,11 @@ int file_write_atomic(const char *path, const void *buf, size_t len, int mode);
  */
 int file_read_all(const char *path, size_t maxlen, uint8_t **out, size_t *outlen);
 
+/* A DNS host name: dot-separated labels of 1..63 letters, digits and '-'
+ * (not at either end of a label), 253 characters at most, no trailing dot,
+ * and a last label that is not all digits (so "10.0.0.1" is not a name). */
+int hostname_valid(const char *name);
+
 /* Trim ASCII white space at both ends, in place. Returns s. */
 char *str_trim(char *s);
 

@@ -446,6 +446,59 @@ test_hostport_parse(void **state)
 }
 
 static void
+test_hostname_valid(void **state)
+{
+	static const struct {
+		const char *in;
+		int valid;
+	} cases[] = {
+		{ "localhost", 1 },
+		{ "smtp.gmail.com", 1 },
+		{ "relay.example.lan", 1 },
+		{ "mail-1.example.org", 1 },
+		{ "a", 1 },
+		{ "1a.example", 1 },
+		{ "example.c0m", 1 },
+		{ "123.example", 1 },
+		{ "xn--bcher-kva.example", 1 },
+		{ "012345678901234567890123456789012345678901234567890123456789012.a", 1 },
+		{ "0123456789012345678901234567890123456789012345678901234567890123.a", 0 },
+		{ "", 0 },
+		{ ".", 0 },
+		{ "a.", 0 },
+		{ ".a", 0 },
+		{ "a..b", 0 },
+		{ "-a.example", 0 },
+		{ "a-.example", 0 },
+		{ "a.-b", 0 },
+		{ "under_score.example", 0 },
+		{ "sp ace.example", 0 },
+		{ "10.0.0.1", 0 },
+		{ "123", 0 },
+		{ "example.123", 0 },
+		{ "[::1]", 0 },
+		{ "b\xc3\xbc" "cher.example", 0 },
+	};
+	char longname[300];
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(cases); i++)
+		if (hostname_valid(cases[i].in) != cases[i].valid)
+			fail_msg("hostname_valid(\"%s\") != %d", cases[i].in,
+			    cases[i].valid);
+	/* 253 characters is the limit. */
+	memset(longname, 'a', sizeof(longname));
+	for (i = 1; i < 253; i += 2)
+		longname[i] = '.';
+	longname[253] = '\0';
+	assert_int_equal(hostname_valid(longname), 1);
+	longname[253] = 'a';
+	longname[254] = '\0';
+	longname[252] = '.';
+	assert_int_equal(hostname_valid(longname), 0);
+}
+
+static void
 test_time_rfc3339(void **state)
 {
 	static const struct {
@@ -725,6 +778,7 @@ main(void)
 		cmocka_unit_test(test_sockaddr_ntop),
 		cmocka_unit_test(test_listen_addr_parse),
 		cmocka_unit_test(test_hostport_parse),
+		cmocka_unit_test(test_hostname_valid),
 		cmocka_unit_test(test_time_rfc3339),
 		cmocka_unit_test(test_time_parse),
 		cmocka_unit_test(test_str_trim),
