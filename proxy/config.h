@@ -2,6 +2,11 @@
  * config.h: the configuration of SPEC section 3, loaded from an INI file.
  * All limits and defaults live in one table in config.c. Errors are reported
  * as "file:line: what is wrong" in the caller's buffer.
+ *
+ * Paths (vault path, passphrase_file, key_file, spool_dir, tls_cert, tls_key,
+ * ca_file, audit path) may be absolute, or relative to the directory of the
+ * configuration file, so that deploy/dev/smtpvault.conf can say
+ * "path = state/vault". They are stored resolved and absolute.
  */
 #ifndef SMTPVAULT_CONFIG_H
 #define SMTPVAULT_CONFIG_H
@@ -106,12 +111,15 @@ struct config {
 void config_defaults(struct config *cfg);
 
 /*
- * Load path over the defaults. Returns 0, or -1 with "file:line: message"
- * (or "file: message") in err. On error cfg is left freed.
+ * Load path over the defaults (config_defaults() is applied first; cfg must
+ * not hold clients of an earlier load: config_free() it or use a fresh one).
+ * Returns 0, or -1 with "file:line: message" (or "file: message (reason)")
+ * in err. On error cfg is left freed.
  */
 int config_load(const char *path, struct config *cfg, char *err, size_t errlen);
 
-/* Parse an in-memory INI text; name is used in error messages. */
+/* Parse an in-memory INI text over the defaults, like config_load(); name is
+ * used in error messages and its directory for relative paths. */
 int config_parse(const char *name, const char *text, struct config *cfg,
     char *err, size_t errlen);
 

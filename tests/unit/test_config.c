@@ -763,29 +763,58 @@ test_load(void **state)
 	assert_int_equal(rmdir(dir), 0);
 }
 
-/* The shipped configurations must load. */
+/* The path of a file in the source tree (tests run from the repository root). */
 static void
-test_shipped_files(void **state)
+src_path(const char *rel, char *buf, size_t len)
 {
-	static const char *files[] = {
-		"deploy/dev/smtpvault.conf",
-		"deploy/smtpvault.conf.example",
-	};
-	char err[1024], path[PATH_MAX];
 	const char *root = getenv("SMTPVAULT_SRCDIR");
-	size_t i;
 
-	for (i = 0; i < ARRAY_SIZE(files); i++) {
-		snprintf(path, sizeof(path), "%s/%s", root != NULL ? root : ".",
-		    files[i]);
-		if (access(path, R_OK) == -1) {
-			print_message("skipping %s: not found\n", path);
-			continue;
-		}
-		if (config_load(path, &cfg, err, sizeof(err)) == -1)
-			fail_msg("%s", err);
-		config_free(&cfg);
-	}
+	snprintf(buf, len, "%s/%s", root != NULL ? root : ".", rel);
+	if (access(buf, R_OK) == -1)
+		fail_msg("%s: not found (run from the repository root or set "
+		    "SMTPVAULT_SRCDIR)", buf);
+}
+
+/* The example documents every key with its default: loading it changes nothing. */
+static void
+test_example_file(void **state)
+{
+	struct config def;
+	char err[1024], path[PATH_MAX];
+
+	src_path("deploy/smtpvault.conf.example", path, sizeof(path));
+	if (config_load(path, &cfg, err, sizeof(err)) == -1)
+		fail_msg("%s", err);
+	config_defaults(&def);
+	memcpy(def.file, cfg.file, sizeof(def.file));
+	assert_memory_equal(&def, &cfg, sizeof(def));
+}
+
+static void
+test_dev_file(void **state)
+{
+	char err[1024], path[PATH_MAX];
+
+	src_path("deploy/dev/smtpvault.conf", path, sizeof(path));
+	if (config_load(path, &cfg, err, sizeof(err)) == -1)
+		fail_msg("%s", err);
+	/* State lives next to the file, with absolute paths. */
+	assert_true(cfg.vault_path[0] == '/');
+	assert_non_null(strstr(cfg.vault_path, "deploy/dev/state/vault"));
+	assert_non_null(strstr(cfg.key_file, "deploy/dev/state/vault.key"));
+	assert_non_null(strstr(cfg.spool_dir, "deploy/dev/state/spool"));
+	assert_non_null(strstr(cfg.audit_path, "deploy/dev/state/audit.log"));
+	assert_string_equal(cfg.passphrase_file, "");
+	/* Loopback only. */
+	assert_int_equal(cfg.n_listen, 2);
+	assert_string_equal(cfg.listen[0].text, "127.0.0.1:2525");
+	assert_string_equal(cfg.listen[1].text, "[::1]:2525");
+	assert_string_equal(cfg.admin_listen.text, "127.0.0.1:8025");
+	assert_int_equal(cfg.delivery, DELIVERY_DIRECT);
+	assert_string_equal(cfg.default_account, "dev@example.com");
+	assert_string_equal(cfg.upstream_host, "smtp.gmail.com");
+	assert_int_equal(cfg.upstream_port, 587);
+	assert_int_equal(cfg.upstream_tls, UPSTREAM_TLS_STARTTLS);
 }
 
 int
@@ -804,7 +833,8 @@ main(void)
 		cmocka_unit_test_teardown(test_long_lines, teardown),
 		cmocka_unit_test_teardown(test_client_for, teardown),
 		cmocka_unit_test_teardown(test_load, teardown),
-		cmocka_unit_test_teardown(test_shipped_files, teardown),
+		cmocka_unit_test_teardown(test_example_file, teardown),
+		cmocka_unit_test_teardown(test_dev_file, teardown),
 	};
 
 	return cmocka_run_group_tests_name("config", tests, NULL, NULL);
