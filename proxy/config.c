@@ -267,6 +267,7 @@ static void
 ctx_error(struct parse_ctx *ctx, int line, const char *fmt, ...)
 {
 	va_list ap;
+	char *p;
 
 	if (ctx->err_msg[0] != '\0')
 		return;
@@ -276,6 +277,13 @@ ctx_error(struct parse_ctx *ctx, int line, const char *fmt, ...)
 	va_end(ap);
 	if (ctx->err_msg[0] == '\0')
 		strlcpy(ctx->err_msg, "error", sizeof(ctx->err_msg));
+	/*
+	 * Messages quote the file, which may hold any bytes; every valid
+	 * value is ASCII, so show anything else as '?' on the terminal.
+	 */
+	for (p = ctx->err_msg; *p != '\0'; p++)
+		if ((unsigned char)*p < ' ' || (unsigned char)*p >= 0x7f)
+			*p = '?';
 }
 
 /* Append one line to the copy for inih; prescan() sized it to fit. */

@@ -451,6 +451,7 @@ static const struct error_case error_cases[] = {
 	{ "[client \"m\"]\nnetworks = 10.0.0.1\nnetworks = 10.0.0.2\n",
 	    E(3, "duplicate key 'networks' in [client \"m\"] (first at line 2)") },
 	{ "[smtp]\nmax_recipients = 5\x01\n", E(2, "control character in line") },
+	{ "[smtp]\nmax_r\xc3\xa9" "cipients = 5\n", E(2, "unknown key 'max_r??cipients' in [smtp]") },
 	/* The first error in the file wins, whichever check finds it. */
 	{ "[smtp]\ntimeout = 5x\n[nope]\n", E(2, "[smtp] timeout = 5x: not a duration (e.g. 30s, 5m, 2h, 1d)") },
 	{ "[nope]\n[smtp]\ntimeout = 5x\n", E(1, "unknown section [nope]") },
