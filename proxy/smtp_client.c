@@ -68,6 +68,7 @@ _Static_assert(SMTP_REPLY_TEXT_MAX == SMTP_CLIENT_REPLY_MAX,
 #define SMTP_CLIENT_CMD_LOG_MAX	600		/* escaped command in a log line */
 #define SMTP_CLIENT_DEFAULT_HELO "localhost"
 #define SMTP_CLIENT_MIN_TIMEOUT	1		/* seconds; a 0 timeout means this */
+#define SMTP_CLIENT_FINALIZE_TURNS 4		/* loop turns before freeing a private base */
 
 enum smtp_state {
 	SMTP_ST_CONNECT,	/* DNS and TCP connect */
@@ -1522,7 +1523,7 @@ smtp_client_probe(const struct upstream_target *t, const char *user,
 	struct smtp_client *c = NULL;
 	SSL_CTX *ctx = NULL;
 	char err[512];
-	int rc = -1;
+	int rc = -1, i;
 
 	memset(&p, 0, sizeof(p));
 	p.user = user;
@@ -1549,8 +1550,12 @@ smtp_client_probe(const struct upstream_target *t, const char *user,
 done:
 	smtp_client_free(c);
 	SSL_CTX_free(ctx);
-	if (p.base != NULL)
+	if (p.base != NULL) {
+		/* A freed TLS filter, then its socket, are finalised from the loop. */
+		for (i = 0; i < SMTP_CLIENT_FINALIZE_TURNS; i++)
+			event_base_loop(p.base, EVLOOP_NONBLOCK);
 		event_base_free(p.base);
+	}
 	sodium_memzero(&p, sizeof(p));
 	return rc;
 }
