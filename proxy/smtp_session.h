@@ -7,10 +7,16 @@
 #ifndef SMTPVAULT_SMTP_SESSION_H
 #define SMTPVAULT_SMTP_SESSION_H
 
+#include <sys/socket.h>
+
+#include "routing.h"
+
 struct event_base;
 struct config;
 struct relay;
 struct credstore;
+struct relay_msg;
+struct relay_result;
 
 struct smtp_server;
 
@@ -27,5 +33,32 @@ void	smtp_server_set_config(struct smtp_server *srv, const struct config *cfg);
 void	smtp_server_drain(struct smtp_server *srv, void (*done)(void *), void *arg);
 
 void	smtp_server_free(struct smtp_server *srv);
+
+/*
+ * Take over a connected socket as a new session from peer sa: what the
+ * listeners do with each accepted connection (access checks included). Tests
+ * use it with one end of a socketpair and a chosen peer address.
+ */
+void	smtp_server_accept(struct smtp_server *srv, int fd, const struct sockaddr *sa,
+	    socklen_t salen);
+
+/* The address listener i is bound to (for port 0); 0, or -1 if no such listener. */
+int	smtp_server_local_addr(const struct smtp_server *srv, size_t i,
+	    struct sockaddr_storage *ss, socklen_t *sslen);
+
+/*
+ * A test seam: route account lookups and message hand-over through these
+ * functions instead of credstore_resolve() and relay_submit()/relay_cancel().
+ * The contract is the one of relay.h. Not for production use.
+ */
+struct smtp_server_hooks {
+	routing_resolve_fn *resolve;
+	int	(*submit)(void *arg, struct relay_msg *msg,
+		    void (*cb)(void *cbarg, const struct relay_result *res), void *cbarg,
+		    struct relay_result *res);
+	void	(*cancel)(void *arg, void *cbarg);
+	void	*arg;
+};
+void	smtp_server_set_hooks(struct smtp_server *srv, const struct smtp_server_hooks *hooks);
 
 #endif
