@@ -1,0 +1,370 @@
+/*
+ * relay.c: delivery = direct. Each message goes upstream through the
+ * per-account session pools (upstream_pool.c) while the LAN client waits,
+ * and the upstream's answer becomes the client's reply to its final dot:
+ *
+ *   upstream 2xx                 250 2.0.0 Ok: delivered as ID (upstream: ...)
+ *   upstream 4xx / 5xx to the    the same code and enhanced code, with the
+ *     message (MAIL, RCPT, DATA)   upstream's text (421 becomes 451: a 421 to
+ *                                  the LAN client would mean "closing")
+ *   credential refused (5xx at   451 4.7.0 upstream refused the credential for
+ *     AUTH)                        ACCOUNT; the operator has been notified
+ *   refusals before the message  451 4.4.1 (connect, greeting, EHLO, 4xx AUTH)
+ *   network error                451 4.4.1 upstream unreachable: ...
+ *   timeout                      451 4.4.2 upstream timeout: ...
+ *   TLS failure / verification   451 4.7.5 upstream TLS ...
+ *   no STARTTLS offered          451 4.7.4 upstream does not offer STARTTLS
+ *   over the upstream's SIZE     552 5.3.4
+ *
+ * Several recipients are all or nothing (see smtp_client.c): the client
+ * gets one reply for the whole message, so a message is only sent when every
+ * recipient was accepted, and the first refusal is the reply.
+ *
+ * The upstream's text is made safe for an SMTP reply line: one line,
+ * printable ASCII, bounded. Nothing is stored: a message lives in memory
+ * only while its client waits. The queue (delivery = queue) will be a second
+ * implementation of relay.h that sends through the same pools.
+ */
+#include "relay.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include "config.h"
+#include "credential.h"
+#include "log.h"
+#include "smtp_client.h"
+#include "smtp_reply.h"
+#include "upstream_pool.h"
+#include "util.h"
+
+#define RELAY_UPSTREAM_TEXT_MAX	300	/* upstream text quoted to the client */
+#define RELAY_REPLY_TEXT_MAX	480	/* keeps the whole reply line under 512 */
+#define RELAY_LOG_TEXT_MAX	600
+
+struct relay_entry {
+	TAILQ_ENTRY(relay_entry) entry;
+	struct relay		*r;
+	struct relay_msg	*msg;
+	relay_cb		*cb;
+	void			*arg;
+	struct upstream_job	*job;
+	struct timespec		start;
+};
+TAILQ_HEAD(relay_list, relay_entry);
+
+struct relay {
+	struct event_base	*base;
+	const struct config	*cfg;
+	struct credstore	*cs;
+	struct upstream_pool	*pool;
+	struct relay_list	entries;
+	int			draining;
+	void			(*drain_done)(void *);
+	void			*drain_arg;
+};
+
+void
+relay_msg_free(struct relay_msg *msg)
+{
+	if (msg == NULL)
+		return;
+	if (msg->data != NULL)
+		evbuffer_free(msg->data);
+	free(msg->rcpts);
+	free(msg);
+}
+
+struct relay *
+relay_new(struct event_base *base, const struct config *cfg, struct credstore *cs)
+{
+	struct relay *r;
+
+	if ((r = calloc(1, sizeof(*r))) == NULL)
+		return NULL;
+	r->base = base;
+	r->cfg = cfg;
+	r->cs = cs;
+	TAILQ_INIT(&r->entries);
+	/* The blocking resolver (dns NULL): upstreams are few and their
+	 * addresses are looked up once per session, not per message. */
+	if ((r->pool = upstream_pool_new(base, NULL, cfg, cs)) == NULL) {
+		free(r);
+		return NULL;
+	}
+	if (cfg->delivery == DELIVERY_QUEUE)
+		log_warn("event=relay_mode note=\"delivery = queue is not available yet; "
+		    "delivering directly\"");
+	return r;
+}
+
+static void
+entry_free(struct relay_entry *e)
+{
+	relay_msg_free(e->msg);
+	free(e);
+}
+
+void
+relay_free(struct relay *r)
+{
+	struct relay_entry *e;
+
+	if (r == NULL)
+		return;
+	/* Pool first: it stops reading the messages before they go. */
+	upstream_pool_free(r->pool);
+	while ((e = TAILQ_FIRST(&r->entries)) != NULL) {
+		TAILQ_REMOVE(&r->entries, e, entry);
+		entry_free(e);
+	}
+	free(r);
+}
+
+/* One line, printable ASCII, at most max characters ("..." when cut). */
+static void
+text_sanitize(char *dst, size_t dstlen, const char *src, size_t max)
+{
+	size_t o = 0, i, limit = dstlen - 1 < max ? dstlen - 1 : max;
+	int space = 0;
+
+	for (i = 0; src[i] != '\0'; i++) {
+		unsigned char c = (unsigned char)src[i];
+
+		if (c == '\n' || c == '\t' || c == ' ') {
+			space = o > 0;
+			continue;
+		}
+		if (o + (space ? 1 : 0) + 1 > limit) {
+			if (limit >= 3) {
+				o = o > limit - 3 ? limit - 3 : o;
+				memcpy(dst + o, "...", 3);
+				o += 3;
+			}
+			break;
+		}
+		if (space)
+			dst[o++] = ' ';
+		space = 0;
+		dst[o++] = (c >= 0x21 && c < 0x7f) ? (char)c : '?';
+	}
+	dst[o] = '\0';
+}
+
+static void
+result_set(struct relay_result *res, int code, const char *enhanced, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void
+result_set(struct relay_result *res, int code, const char *enhanced, const char *fmt, ...)
+{
+	char text[RELAY_TEXT_MAX];
+	va_list ap;
+
+	res->code = code;
+	strlcpy(res->enhanced, enhanced, sizeof(res->enhanced));
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	text_sanitize(res->text, sizeof(res->text), text, RELAY_REPLY_TEXT_MAX);
+}
+
+/* "421 4.7.0 text" of the upstream, made safe, for quoting. */
+static void
+upstream_quote(char *dst, size_t len, const struct smtp_outcome *o)
+{
+	char text[SMTP_CLIENT_REPLY_MAX + 32];
+
+	if (o->code != 0)
+		snprintf(text, sizeof(text), "%d%s%s ", o->code, o->enhanced[0] ? " " : "",
+		    o->enhanced);
+	else
+		text[0] = '\0';
+	strlcat(text, o->text, sizeof(text));
+	text_sanitize(dst, len, text, RELAY_UPSTREAM_TEXT_MAX);
+}
+
+/* An enhanced code of the right class for code: the upstream's, or X.0.0. */
+static const char *
+enhanced_for(int code, const char *upstream)
+{
+	if (upstream[0] != '\0' && upstream[0] - '0' == code / 100)
+		return upstream;
+	return code / 100 == 2 ? "2.0.0" : code / 100 == 4 ? "4.0.0" : "5.0.0";
+}
+
+static void
+relay_map(const struct relay *r, const struct relay_msg *msg, const struct smtp_outcome *o,
+    struct relay_result *res)
+{
+	char quote[RELAY_UPSTREAM_TEXT_MAX + 1];
+	int code;
+
+	upstream_quote(quote, sizeof(quote), o);
+	switch (o->error) {
+	case SMTP_ERR_NONE:
+		result_set(res, 250, "2.0.0", "Ok: delivered as %s (upstream: %s)", msg->queue_id,
+		    quote);
+		return;
+	case SMTP_ERR_AUTH_REFUSED:
+		result_set(res, 451, "4.7.0", "upstream refused the credential for %s; the "
+		    "operator has been notified (upstream: %s)", msg->account, quote);
+		return;
+	case SMTP_ERR_REPLY:
+		if (o->stage >= SMTP_STAGE_MAIL && o->stage <= SMTP_STAGE_DATA &&
+		    (SMTP_REPLY_IS_4XX(o->code) || SMTP_REPLY_IS_5XX(o->code))) {
+			code = o->code == 421 ? 451 : o->code;
+			result_set(res, code, enhanced_for(code, o->enhanced), "upstream: %s", quote);
+			return;
+		}
+		/* Refused before the message: the server's state, not the message. */
+		result_set(res, 451, SMTP_REPLY_IS_4XX(o->code) ? enhanced_for(451, o->enhanced) :
+		    "4.4.1", "upstream unavailable at %s (upstream: %s)", smtp_stage_name(o->stage),
+		    quote);
+		return;
+	case SMTP_ERR_NETWORK:
+		result_set(res, 451, "4.4.1", "%s%s", strncmp(o->text, "upstream", 8) == 0 ? "" :
+		    "upstream unreachable: ", quote);
+		return;
+	case SMTP_ERR_TIMEOUT:
+		result_set(res, 451, "4.4.2", "upstream timeout: %s", quote);
+		return;
+	case SMTP_ERR_TLS:
+	case SMTP_ERR_TLS_VERIFY:
+		result_set(res, 451, "4.7.5", "%s", quote);
+		return;
+	case SMTP_ERR_NO_STARTTLS:
+		result_set(res, 451, "4.7.4", "%s", quote);
+		return;
+	case SMTP_ERR_PROTOCOL:
+		result_set(res, 451, "4.5.0", "upstream protocol error: %s", quote);
+		return;
+	case SMTP_ERR_NO_AUTH:
+	case SMTP_ERR_CREDENTIAL:
+		result_set(res, 451, "4.7.0", "cannot log in upstream for %s: %s", msg->account,
+		    quote);
+		return;
+	case SMTP_ERR_TOO_BIG:
+		result_set(res, 552, "5.3.4", "message too big for the upstream: %s", o->text);
+		return;
+	case SMTP_ERR_UNSUPPORTED:
+		code = o->code != 0 ? o->code : 554;
+		result_set(res, code, enhanced_for(code, o->enhanced), "%s", o->text);
+		return;
+	case SMTP_ERR_ABORTED:
+		break;
+	}
+	result_set(res, 451, "4.3.0", "delivery aborted: %s", quote);
+}
+
+static long long
+elapsed_ms(const struct timespec *start)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (long long)(now.tv_sec - start->tv_sec) * 1000 +
+	    (now.tv_nsec - start->tv_nsec) / 1000000;
+}
+
+static void
+relay_done(void *arg, const struct smtp_outcome *o)
+{
+	struct relay_entry *e = arg;
+	struct relay *r = e->r;
+	struct relay_result res;
+	char esc[RELAY_LOG_TEXT_MAX];
+
+	TAILQ_REMOVE(&r->entries, e, entry);
+	memset(&res, 0, sizeof(res));
+	relay_map(r, e->msg, o, &res);
+	log_info("event=relay mode=direct queue_id=%s account=%s client=%s rcpts=%zu size=%zu "
+	    "stage=%s result=%d enhanced=%s ms=%lld upstream=\"%s\"", e->msg->queue_id,
+	    e->msg->account, e->msg->client_ip, e->msg->n_rcpts,
+	    evbuffer_get_length(e->msg->data), smtp_stage_name(o->stage), res.code, res.enhanced,
+	    elapsed_ms(&e->start), log_escape(esc, sizeof(esc), o->text, strlen(o->text)));
+	e->cb(e->arg, &res);
+	entry_free(e);
+}
+
+int
+relay_submit(struct relay *r, struct relay_msg *msg, relay_cb *cb, void *arg,
+    struct relay_result *res)
+{
+	struct relay_entry *e;
+
+	memset(res, 0, sizeof(*res));
+	if (r->draining) {
+		result_set(res, 421, "4.3.2", "service shutting down, try again later");
+		relay_msg_free(msg);
+		return -1;
+	}
+	if (msg->data == NULL || msg->account[0] == '\0' || msg->n_rcpts == 0) {
+		result_set(res, 451, "4.3.0", "internal error: incomplete message");
+		relay_msg_free(msg);
+		return -1;
+	}
+	if ((e = calloc(1, sizeof(*e))) == NULL)
+		goto fail;
+	e->r = r;
+	e->msg = msg;
+	e->cb = cb;
+	e->arg = arg;
+	clock_gettime(CLOCK_MONOTONIC, &e->start);
+	/* A message waits for a session at most as long as one upstream step. */
+	if ((e->job = upstream_pool_send(r->pool, msg, r->cfg->upstream_timeout, relay_done,
+	    e)) == NULL) {
+		free(e);
+		goto fail;
+	}
+	TAILQ_INSERT_TAIL(&r->entries, e, entry);
+	return 0;
+fail:
+	result_set(res, 451, "4.3.0", "out of memory, try again later");
+	relay_msg_free(msg);
+	return -1;
+}
+
+void
+relay_cancel(struct relay *r, void *arg)
+{
+	struct relay_entry *e, *next;
+
+	for (e = TAILQ_FIRST(&r->entries); e != NULL; e = next) {
+		next = TAILQ_NEXT(e, entry);
+		if (e->arg != arg)
+			continue;
+		log_info("event=relay_cancel queue_id=%s account=%s", e->msg->queue_id,
+		    e->msg->account);
+		TAILQ_REMOVE(&r->entries, e, entry);
+		upstream_pool_cancel(r->pool, e->job);
+		entry_free(e);
+	}
+}
+
+static void
+relay_pool_drained(void *arg)
+{
+	struct relay *r = arg;
+	void (*done)(void *) = r->drain_done;
+
+	r->drain_done = NULL;
+	if (done != NULL)
+		done(r->drain_arg);
+}
+
+void
+relay_drain(struct relay *r, void (*done)(void *), void *arg)
+{
+	r->draining = 1;
+	r->drain_done = done;
+	r->drain_arg = arg;
+	upstream_pool_drain(r->pool, relay_pool_drained, r);
+}
