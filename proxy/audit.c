@@ -954,6 +954,51 @@ find_later_mac(struct reader *rd, uint64_t lineno, const char *hex)
 	return 0;
 }
 
+/* The "prev" of the next line, read from its fixed place; -1 if none. */
+static int
+next_line_prev(struct reader *rd, char prev[AUDIT_MAC_HEX + 1])
+{
+	const char *line, *p;
+	size_t len;
+	uint64_t off;
+
+	if (reader_next(rd, &line, &len, &off) != LINE_OK ||
+	    len < MAC_TAIL_LEN + PREV_TAIL_LEN)
+		return -1;
+	p = line + len - MAC_TAIL_LEN - PREV_TAIL_LEN;
+	if (memcmp(p, PREV_KEY, PREV_KEY_LEN) != 0 || !is_mac_hex(p + PREV_KEY_LEN))
+		return -1;
+	memcpy(prev, p + PREV_KEY_LEN, AUDIT_MAC_HEX);
+	prev[AUDIT_MAC_HEX] = '\0';
+	return 0;
+}
+
+/*
+ * A line whose mac does not match. The next line tells an edit (it still
+ * links to this line's mac) from an insertion (it links past this line).
+ */
+static void
+classify_bad_mac(struct audit_verify *r, struct reader *rd, uint64_t n, int linked,
+    const char *prev, const char *mac)
+{
+	char next_prev[AUDIT_MAC_HEX + 1];
+	int have_next = next_line_prev(rd, next_prev) == 0;
+
+	if (have_next && strcmp(next_prev, mac) == 0)
+		set_fault(r, AUDIT_FAULT_EDITED, n, "the content does not match its mac and "
+		    "line %" PRIu64 " still links to it: the entry was edited", n + 1);
+	else if (have_next && linked && strcmp(next_prev, prev) == 0)
+		set_fault(r, AUDIT_FAULT_FORGED, n, "the mac is invalid and line %" PRIu64
+		    " links past this line to line %" PRIu64 ": this line was inserted", n + 1,
+		    n - 1);
+	else if (!linked)
+		set_fault(r, AUDIT_FAULT_FORGED, n, "the mac is invalid and \"prev\" does not "
+		    "link to line %" PRIu64 ": a line was inserted or forged", n - 1);
+	else
+		set_fault(r, AUDIT_FAULT_EDITED, n, "the content does not match its mac: the "
+		    "entry was edited (or forged)");
+}
+
 /*
  * Check one line against the chain. prev_expected is the mac of the line
  * before (NULL for line 1 of a file checked on its own). Fills mac and ts.
@@ -992,12 +1037,7 @@ verify_line(const unsigned char *key, const char *line, size_t len, uint64_t n,
 
 	compute_mac(key, line, len - MAC_TAIL_LEN, want);
 	if (sodium_memcmp(want, mac, AUDIT_MAC_HEX) != 0) {
-		if (linked && prev[0] != '\0')
-			set_fault(r, AUDIT_FAULT_EDITED, n, "the mac does not match the content: "
-			    "the entry was changed after it was written");
-		else
-			set_fault(r, AUDIT_FAULT_FORGED, n, "the mac is invalid and \"prev\" does "
-			    "not link to line %" PRIu64 ": a line was inserted or forged", n - 1);
+		classify_bad_mac(r, rd, n, linked && prev[0] != '\0', prev, mac);
 		return;
 	}
 	obj = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
