@@ -368,18 +368,20 @@ smtp_rate_take(struct smtp_server *srv, const char *name, uint64_t count,
 
 /* ---- Commands ---------------------------------------------------------- */
 
-static void
+/* HELO and EHLO: 0, or -1 when refused (and answered). */
+static int
 smtp_cmd_helo_common(struct smtp_session *s, char *args, int esmtp)
 {
 	const char *why;
 
 	if (smtp_parse_helo(args, s->helo, sizeof(s->helo), &why) != SMTP_PARSE_OK) {
 		smtp_error(s, 501, "5.5.4", "Syntax: %s hostname", esmtp ? "EHLO" : "HELO");
-		return;
+		return -1;
 	}
 	smtp_txn_reset(s);
 	s->esmtp = esmtp;
 	smtp_enter_state(s, SMTP_STATE_HELO);
+	return 0;
 }
 
 static void
@@ -388,8 +390,7 @@ smtp_cmd_ehlo(struct smtp_session *s, char *args)
 	struct evbuffer *out = bufferevent_get_output(s->bev);
 	const struct config *cfg = s->srv->cfg;
 
-	smtp_cmd_helo_common(s, args, 1);
-	if (s->state != SMTP_STATE_HELO)
+	if (smtp_cmd_helo_common(s, args, 1) != 0)
 		return;
 	evbuffer_add_printf(out, "250-%s\r\n", smtp_hostname(s->srv));
 	evbuffer_add_printf(out, "250-PIPELINING\r\n");
@@ -405,8 +406,7 @@ smtp_cmd_ehlo(struct smtp_session *s, char *args)
 static void
 smtp_cmd_helo(struct smtp_session *s, char *args)
 {
-	smtp_cmd_helo_common(s, args, 0);
-	if (s->state == SMTP_STATE_HELO)
+	if (smtp_cmd_helo_common(s, args, 0) == 0)
 		smtp_reply(s, 250, NULL, "%s", smtp_hostname(s->srv));
 }
 
@@ -747,8 +747,15 @@ smtp_session_getline(struct smtp_session *s, struct evbuffer *in,
 	if (lf.pos < 0) {
 		if (avail < SMTP_LINE_MAX)
 			return SMTP_LINE_NONE;
-		evbuffer_drain(in, avail);
-		s->discard_line = 1;
+		/* Too long: drop it through its LF if that is here already,
+		 * else drop what we have and the rest as it comes. */
+		lf = evbuffer_search(in, "\n", 1, NULL);
+		if (lf.pos < 0) {
+			evbuffer_drain(in, avail);
+			s->discard_line = 1;
+		} else {
+			evbuffer_drain(in, (size_t)lf.pos + 1);
+		}
 		smtp_error(s, 500, "5.5.2", "Error: line too long");
 		return SMTP_LINE_SKIPPED;
 	}
@@ -859,6 +866,7 @@ smtp_relay_done(void *arg, const struct relay_result *res)
 {
 	struct smtp_session *s = arg;
 	char text[SMTP_SESSION_RELAY_TEXT_MAX + 1], esc[SMTP_SESSION_LOG_MAX];
+	char esc_text[SMTP_SESSION_LOG_MAX];
 	int code = res->code;
 
 	if (s->state != SMTP_STATE_RELAY) {
@@ -877,7 +885,7 @@ smtp_relay_done(void *arg, const struct relay_result *res)
 	log_info("session=%s event=message queue_id=%s client=%s from=<%s> rcpts=%zu "
 	    "account=%s code=%d text=\"%s\"", s->id, s->txn.queue_id, s->client_name,
 	    smtp_esc(esc, sizeof(esc), s->txn.from), s->txn.n_rcpts, s->txn.account,
-	    code, text);
+	    code, smtp_esc(esc_text, sizeof(esc_text), text));
 	s->messages++;
 	smtp_txn_reset(s);
 	smtp_enter_state(s, SMTP_STATE_HELO);
