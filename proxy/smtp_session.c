@@ -120,6 +120,7 @@ struct smtp_session {
 	int			tls;
 	int			discard_line;	/* input framing: skipping an over-long line */
 	int			free_scheduled;
+	int			submitting;	/* inside relay_submit(): no recursion */
 	unsigned		errors;
 	unsigned		messages;
 	struct smtp_txn		txn;
@@ -432,6 +433,7 @@ smtp_cmd_starttls(struct smtp_session *s, char *args)
 		log_warn("session=%s event=starttls_pipelined ip=%s discarded=%zu",
 		    s->id, s->ip, pending);
 	}
+	s->discard_line = 0;
 	smtp_txn_reset(s);
 	s->helo[0] = '\0';
 	smtp_enter_state(s, SMTP_STATE_STARTTLS);
@@ -686,11 +688,6 @@ smtp_session_command(struct smtp_session *s, char *line)
 		log_debug("session=%s event=command line=\"%s\"", s->id,
 		    smtp_esc(esc, sizeof(esc), line));
 
-	if (s->srv->draining) {
-		smtp_reply(s, 421, "4.3.2", "%s Service shutting down", smtp_hostname(s->srv));
-		smtp_session_close(s);
-		return;
-	}
 	for (i = 0; i < ARRAY_SIZE(smtp_cmds); i++)
 		if (strcmp(smtp_cmds[i].name, verb) == 0)
 			break;
@@ -861,10 +858,10 @@ smtp_received(struct smtp_session *s, struct evbuffer *msg)
 	return rc;
 }
 
+/* The relay's answer becomes the reply to the final dot. */
 static void
-smtp_relay_done(void *arg, const struct relay_result *res)
+smtp_session_relay_reply(struct smtp_session *s, const struct relay_result *res)
 {
-	struct smtp_session *s = arg;
 	char text[SMTP_SESSION_RELAY_TEXT_MAX + 1], esc[SMTP_SESSION_LOG_MAX];
 	char esc_text[SMTP_SESSION_LOG_MAX];
 	int code = res->code;
@@ -889,14 +886,19 @@ smtp_relay_done(void *arg, const struct relay_result *res)
 	s->messages++;
 	smtp_txn_reset(s);
 	smtp_enter_state(s, SMTP_STATE_HELO);
-	if (s->srv->draining) {
-		smtp_reply(s, 421, "4.3.2", "%s Service shutting down",
-		    smtp_hostname(s->srv));
-		smtp_session_close(s);
-		return;
-	}
-	/* Commands pipelined after the final dot wait in the input buffer. */
-	smtp_session_process(s);
+}
+
+/* relay_cb: called later, from the event loop. */
+static void
+smtp_relay_done(void *arg, const struct relay_result *res)
+{
+	struct smtp_session *s = arg;
+
+	smtp_session_relay_reply(s, res);
+	/* Commands pipelined after the final dot wait in the input buffer
+	 * (unless this runs inside relay_submit(), whose caller goes on). */
+	if (!s->submitting)
+		smtp_session_process(s);
 }
 
 /* The final dot was read: reply to a refused message, or hand it over. */
@@ -949,10 +951,13 @@ smtp_session_data_end(struct smtp_session *s)
 	    (unsigned long long)t->data.size);
 	smtp_enter_state(s, SMTP_STATE_RELAY);
 	memset(&res, 0, sizeof(res));
+	s->submitting = 1;
 	if (srv->hooks.submit(srv->hooks.arg, msg, smtp_relay_done, s, &res) != 0) {
-		/* Refused at once: res is the answer, and cb is never called. */
-		smtp_relay_done(s, &res);
+		/* Refused at once: res is the answer, and cb is never called.
+		 * The input loop we are in goes on with pipelined commands. */
+		smtp_session_relay_reply(s, &res);
 	}
+	s->submitting = 0;
 }
 
 /* Feed buffered input to the DATA machine. 1 when the message ended. */
@@ -1027,6 +1032,13 @@ smtp_session_process(struct smtp_session *s)
 		}
 		if (!smtp_state_reads_commands(s->state))
 			break;
+		if (s->srv->draining) {
+			/* Between transactions: the right moment to stop. */
+			smtp_reply(s, 421, "4.3.2", "%s Service shutting down",
+			    smtp_hostname(s->srv));
+			smtp_session_close(s);
+			break;
+		}
 		switch (smtp_session_getline(s, in, line)) {
 		case SMTP_LINE_NONE:
 			goto out;

@@ -952,6 +952,29 @@ test_session_relay_refuses_and_cancel(void **state)
 	expect(c, "451 4.3.0 relay refused at once");
 	expect(c, "250 ");
 
+	/* Many pipelined messages refused at once: answered in order, without
+	 * the input loop calling itself once per message. */
+	{
+		static const char one[] = "MAIL FROM:<ceo@example.com>\r\n"
+		    "RCPT TO:<a@example.org>\r\nDATA\r\nx\r\n.\r\n";
+		char *many = malloc(sizeof(one) * 200);
+		int i;
+
+		assert_non_null(many);
+		many[0] = '\0';
+		for (i = 0; i < 200; i++)
+			strlcat(many, one, sizeof(one) * 200);
+		conn_send(c, many);
+		free(many);
+		for (i = 0; i < 200; i++) {
+			expect(c, "250 2.1.0");
+			expect(c, "250 2.1.5");
+			expect(c, "354 ");
+			expect(c, "451 4.3.0");
+		}
+		assert_int_equal(tc->stub.submitted, 201);
+	}
+
 	/* The client goes away while the relay works: the answer then goes
 	 * nowhere, and the session ends. */
 	tc->stub.refuse = 0;
