@@ -20,6 +20,9 @@ log_init(const char *progname, int verbose)
 	log_verbose = verbose;
 }
 
+static void log_vmsg(enum log_level, const char *, va_list)
+    __attribute__((format(printf, 2, 0)));
+
 static void
 log_vmsg(enum log_level lvl, const char *fmt, va_list ap)
 {
