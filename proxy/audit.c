@@ -1171,6 +1171,244 @@ done:
 	return rc;
 }
 
+/* ---- Reading fields without a tree ------------------------------------- */
+
+#define SCAN_DEPTH_MAX	8	/* nesting of arrays or objects skipped over */
+
+/* After the opening quote of a string: the closing quote, or NULL. */
+static const char *
+skip_string(const char *p, const char *end)
+{
+	for (; p < end; p++) {
+		if (*p == '\\')
+			p++;
+		else if (*p == '"')
+			return p;
+	}
+	return NULL;
+}
+
+/* The end of the JSON value starting at p (one past it), or NULL. */
+static const char *
+skip_value(const char *p, const char *end)
+{
+	int depth = 0;
+
+	if (p >= end)
+		return NULL;
+	if (*p != '"' && *p != '[' && *p != '{') {
+		while (p < end && *p != ',' && *p != '}' && *p != ']')
+			p++;
+		return p;
+	}
+	for (; p < end; p++) {
+		if (*p == '"') {
+			if ((p = skip_string(p + 1, end)) == NULL)
+				return NULL;
+		} else if (*p == '[' || *p == '{') {
+			if (++depth > SCAN_DEPTH_MAX)
+				return NULL;
+		} else if (*p == ']' || *p == '}') {
+			depth--;
+		}
+		if (depth == 0)
+			return p + 1;
+	}
+	return NULL;
+}
+
+int
+audit_fields_scan(const char *line, size_t len, struct audit_fields *fs)
+{
+	const char *p = line, *end = line + len, *q;
+	struct audit_field *f;
+
+	fs->n = 0;
+	if (len < 2 || *p++ != '{')
+		return -1;
+	if (*p == '}')
+		return 0;
+	for (;;) {
+		if (p >= end || *p != '"' || (q = skip_string(p + 1, end)) == NULL ||
+		    fs->n == AUDIT_FIELDS_MAX)
+			return -1;
+		f = &fs->f[fs->n++];
+		f->key = p + 1;
+		f->keylen = (size_t)(q - f->key);
+		if (q + 1 >= end || q[1] != ':')
+			return -1;
+		f->val = q + 2;
+		if ((p = skip_value(f->val, end)) == NULL || p >= end)
+			return -1;
+		f->vallen = (size_t)(p - f->val);
+		if (*p == '}')
+			return 0;
+		if (*p++ != ',')
+			return -1;
+	}
+}
+
+static const struct audit_field *
+field_find(const struct audit_fields *fs, const char *key)
+{
+	size_t i, kl = strlen(key);
+
+	for (i = 0; i < fs->n; i++)
+		if (fs->f[i].keylen == kl && memcmp(fs->f[i].key, key, kl) == 0)
+			return &fs->f[i];
+	return NULL;
+}
+
+static int
+hex4(const char *p, uint32_t *out)
+{
+	uint32_t v = 0;
+	int i, c;
+
+	for (i = 0; i < 4; i++) {
+		c = (unsigned char)p[i];
+		v <<= 4;
+		if (c >= '0' && c <= '9')
+			v |= (uint32_t)(c - '0');
+		else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f')
+			v |= (uint32_t)((c | 0x20) - 'a' + 10);
+		else
+			return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+/* Decode the body of a JSON string (between its quotes) into UTF-8. */
+static void
+json_unescape(const char *s, size_t len, char *out, size_t outlen)
+{
+	const char *end = s + len;
+	char u[4];
+	size_t o = 0, k;
+	uint32_t cp, lo;
+
+	while (s < end) {
+		if (*s != '\\') {
+			cp = (unsigned char)*s++;
+			u[0] = (char)cp;
+			k = 1;
+		} else {
+			s++;
+			if (s >= end)
+				break;
+			switch (*s++) {
+			case 'b': cp = '\b'; break;
+			case 'f': cp = '\f'; break;
+			case 'n': cp = '\n'; break;
+			case 'r': cp = '\r'; break;
+			case 't': cp = '\t'; break;
+			case 'u':
+				if (end - s < 4 || hex4(s, &cp) == -1) {
+					cp = 0xfffd;
+					break;
+				}
+				s += 4;
+				if (cp >= 0xd800 && cp <= 0xdbff && end - s >= 6 && s[0] == '\\' &&
+				    s[1] == 'u' && hex4(s + 2, &lo) == 0 && lo >= 0xdc00 &&
+				    lo <= 0xdfff) {
+					cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+					s += 6;
+				} else if ((cp >= 0xd800 && cp <= 0xdfff) || cp == 0) {
+					cp = 0xfffd;
+				}
+				break;
+			default:
+				cp = (unsigned char)s[-1];	/* \" \\ \/ */
+				break;
+			}
+			if (cp < 0x80) {
+				u[0] = (char)cp;
+				k = 1;
+			} else if (cp < 0x800) {
+				u[0] = (char)(0xc0 | cp >> 6);
+				u[1] = (char)(0x80 | (cp & 0x3f));
+				k = 2;
+			} else if (cp < 0x10000) {
+				u[0] = (char)(0xe0 | cp >> 12);
+				u[1] = (char)(0x80 | (cp >> 6 & 0x3f));
+				u[2] = (char)(0x80 | (cp & 0x3f));
+				k = 3;
+			} else {
+				u[0] = (char)(0xf0 | cp >> 18);
+				u[1] = (char)(0x80 | (cp >> 12 & 0x3f));
+				u[2] = (char)(0x80 | (cp >> 6 & 0x3f));
+				u[3] = (char)(0x80 | (cp & 0x3f));
+				k = 4;
+			}
+		}
+		if (o + k >= outlen)
+			break;
+		memcpy(out + o, u, k);
+		o += k;
+	}
+	out[o] = '\0';
+}
+
+int
+audit_fields_get(const struct audit_fields *fs, const char *key, size_t idx, char *out,
+    size_t outlen)
+{
+	const struct audit_field *f = field_find(fs, key);
+	const char *p, *end, *q;
+	size_t i;
+
+	if (outlen == 0 || f == NULL || f->vallen == 0)
+		return -1;
+	p = f->val;
+	end = f->val + f->vallen;
+	if (*p == '"' && idx == 0) {
+		json_unescape(p + 1, f->vallen - 2, out, outlen);
+		return 0;
+	}
+	if (*p == '-' || (*p >= '0' && *p <= '9')) {
+		if (idx != 0 || f->vallen >= outlen)
+			return -1;
+		memcpy(out, p, f->vallen);
+		out[f->vallen] = '\0';
+		return 0;
+	}
+	if (*p != '[')
+		return -1;
+	for (p++, i = 0; p < end && *p == '"'; i++) {
+		if ((q = skip_string(p + 1, end)) == NULL)
+			return -1;
+		if (i == idx) {
+			json_unescape(p + 1, (size_t)(q - p - 1), out, outlen);
+			return 0;
+		}
+		p = q + 1;
+		if (p < end && *p == ',')
+			p++;
+	}
+	return -1;
+}
+
+size_t
+audit_fields_count(const struct audit_fields *fs, const char *key)
+{
+	const struct audit_field *f = field_find(fs, key);
+	const char *p, *end, *q;
+	size_t n = 0;
+
+	if (f == NULL || f->vallen < 2 || f->val[0] != '[')
+		return 0;
+	end = f->val + f->vallen;
+	for (p = f->val + 1; p < end && *p == '"'; n++) {
+		if ((q = skip_string(p + 1, end)) == NULL)
+			break;
+		p = q + 1;
+		if (p < end && *p == ',')
+			p++;
+	}
+	return n;
+}
+
 /* ---- Querying ----------------------------------------------------------- */
 
 #define TERM_KEYS_MAX	2
@@ -1194,6 +1432,7 @@ struct query {
 	char		until[AUDIT_TS_LEN + 1];
 	struct term	terms[5];
 	size_t		n_terms;
+	int		has_glob;
 };
 
 /* Case-insensitive (ASCII) search; needle is lower case. */
@@ -1279,6 +1518,7 @@ term_add(struct query *q, const char *pattern, const char *f1, const char *f2)
 	}
 	if ((t->needle = escape_for_scan(best, best_len, &t->needle_len)) == NULL)
 		return -1;
+	q->has_glob |= t->glob;
 	q->n_terms++;
 	return 0;
 }
@@ -1321,17 +1561,16 @@ term_prefilter(const struct term *t, const char *line, size_t len)
 	return 0;
 }
 
+/* The exact check for a glob term, on the decoded value. */
 static int
-term_match(const struct term *t, json_t *obj)
+term_match(const struct term *t, const struct audit_fields *fs)
 {
-	const char *v;
+	char v[AUDIT_FIELD_MAX + 1];
 	size_t i;
 
 	for (i = 0; i < t->n_keys; i++) {
-		if ((v = json_string_value(json_object_get(obj, t->fields[i]))) == NULL)
-			continue;
-		if (t->glob ? fnmatch(t->pattern, v, FNM_CASEFOLD) == 0 :
-		    strcasecmp(t->pattern, v) == 0)
+		if (audit_fields_get(fs, t->fields[i], 0, v, sizeof(v)) == 0 &&
+		    fnmatch(t->pattern, v, FNM_CASEFOLD) == 0)
 			return 1;
 	}
 	return 0;
@@ -1359,13 +1598,23 @@ line_prefilter(const struct query *q, const char *line, size_t len)
 	return 1;
 }
 
+/*
+ * An exact term's raw comparison is already exact (the value is compared in
+ * the writer's own escaping); glob terms are checked again on the decoded
+ * values. Returns 1 match, 0 no, -1 not a line of this format.
+ */
 static int
-obj_match(const struct query *q, json_t *obj)
+line_confirm(const struct query *q, const char *line, size_t len)
 {
+	struct audit_fields fs;
 	size_t i;
 
+	if (!q->has_glob)
+		return 1;
+	if (audit_fields_scan(line, len, &fs) == -1)
+		return -1;
 	for (i = 0; i < q->n_terms; i++)
-		if (!term_match(&q->terms[i], obj))
+		if (q->terms[i].glob && !term_match(&q->terms[i], &fs))
 			return 0;
 	return 1;
 }
@@ -1457,6 +1706,23 @@ query_free(struct query *q)
 		free(q->terms[i].needle);
 }
 
+/* Hand one match to the callback, parsed unless the caller reads raw lines. */
+static int
+deliver(const struct audit_filter *f, audit_match_cb *cb, void *arg, const char *line,
+    size_t len, uint64_t off, struct audit_query_stats *st)
+{
+	json_t *obj = NULL;
+	int rc;
+
+	if (!f->raw_only && (obj = json_loadb(line, len, 0, NULL)) == NULL) {
+		st->skipped++;
+		return 0;
+	}
+	rc = cb(arg, line, len, off, obj);
+	json_decref(obj);
+	return rc;
+}
+
 int
 audit_query(const char *path, const struct audit_filter *f, audit_match_cb *cb, void *arg,
     struct audit_query_stats *stats, char *err, size_t errlen)
@@ -1466,7 +1732,6 @@ audit_query(const char *path, const struct audit_filter *f, audit_match_cb *cb, 
 	struct ring ring = { .limit = f->limit };
 	struct audit_query_stats st = { 0 };
 	struct ring_entry *e;
-	json_t *obj = NULL;
 	const char *line;
 	uint64_t off;
 	size_t len, i;
@@ -1491,51 +1756,34 @@ audit_query(const char *path, const struct audit_filter *f, audit_match_cb *cb, 
 		/* A last line without a newline is an append in progress. */
 		if (k == LINE_NO_NEWLINE)
 			continue;
-		if (k == LINE_TOO_LONG || (m = line_prefilter(&q, line, len)) == -1) {
+		if (k == LINE_TOO_LONG || (m = line_prefilter(&q, line, len)) == -1 ||
+		    (m == 1 && (m = line_confirm(&q, line, len)) == -1)) {
 			st.skipped++;
 			continue;
 		}
 		if (m == 0)
 			continue;
-		if (q.n_terms > 0 || f->limit == 0) {
-			if ((obj = json_loadb(line, len, 0, NULL)) == NULL) {
-				st.skipped++;
-				continue;
-			}
-			if (!obj_match(&q, obj)) {
-				json_decref(obj);
-				obj = NULL;
-				continue;
-			}
-		}
 		st.matched++;
 		if (f->limit != 0) {
 			if (ring_push(&ring, line, len, off) == -1)
 				goto oom;
-		} else if (cb(arg, line, len, off, obj) == -1) {
+		} else if (deliver(f, cb, arg, line, len, off, &st) == -1) {
 			snprintf(err, errlen, "audit: output failed");
 			goto done;
 		}
-		json_decref(obj);
-		obj = NULL;
 	}
 	for (i = 0; i < ring.n; i++) {
 		e = &ring.e[(ring.n < ring.limit ? i : (ring.next + i) % ring.limit)];
-		if ((obj = json_loadb(e->line, e->len, 0, NULL)) == NULL)
-			continue;
-		if (cb(arg, e->line, e->len, e->off, obj) == -1) {
+		if (deliver(f, cb, arg, e->line, e->len, e->off, &st) == -1) {
 			snprintf(err, errlen, "audit: output failed");
 			goto done;
 		}
-		json_decref(obj);
-		obj = NULL;
 	}
 	rc = 0;
 	goto done;
 oom:
 	snprintf(err, errlen, "audit: out of memory");
 done:
-	json_decref(obj);
 	ring_free(&ring);
 	reader_free(&rd);
 	query_free(&q);

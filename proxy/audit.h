@@ -253,6 +253,7 @@ struct audit_filter {
 	const char	*event;
 	size_t		limit;		/* 0: all; else only the newest limit matches */
 	uint64_t	before;		/* 0: whole file; else lines starting before this offset */
+	int		raw_only;	/* the callback reads the line itself: obj is NULL */
 };
 
 struct audit_query_stats {
@@ -261,9 +262,10 @@ struct audit_query_stats {
 	uint64_t	skipped;	/* malformed or too long lines ignored */
 };
 
-/* Called for each match in file order with the line (no newline), its byte
- * offset (a cursor for the next page: pass it as before) and the parsed
- * object (borrowed). Return 0 to go on, -1 to stop with an error. */
+/* Called for each match in file order with the line (no newline; valid JSON
+ * as it stands), its byte offset (a cursor for the next page: pass it as
+ * before) and the parsed object (borrowed; NULL with raw_only). Return 0 to
+ * go on, -1 to stop with an error. */
 typedef int audit_match_cb(void *arg, const char *line, size_t len, uint64_t offset,
 	    json_t *obj);
 
@@ -271,5 +273,35 @@ typedef int audit_match_cb(void *arg, const char *line, size_t len, uint64_t off
  * fixed-position "ts", other fields by a targeted scan before any parsing. */
 int	audit_query(const char *path, const struct audit_filter *f, audit_match_cb *cb,
 	    void *arg, struct audit_query_stats *stats, char *err, size_t errlen);
+
+/*
+ * Reading fields of one line without building a JSON tree, for listings of
+ * many lines. The line must be a flat object as this module writes it.
+ */
+#define AUDIT_FIELDS_MAX	48
+
+struct audit_field {
+	const char	*key;		/* raw, without quotes */
+	size_t		keylen;
+	const char	*val;		/* raw JSON text of the value */
+	size_t		vallen;
+};
+
+struct audit_fields {
+	struct audit_field f[AUDIT_FIELDS_MAX];
+	size_t		n;
+};
+
+/* Index the top-level keys of line; -1 when it is not such an object. */
+int	audit_fields_scan(const char *line, size_t len, struct audit_fields *fs);
+/*
+ * The value of key decoded into out (UTF-8, NUL-terminated, cut at a
+ * character boundary to fit): a string, the idx-th string of an array of
+ * strings, or the text of a number. -1 when missing, null or another type.
+ */
+int	audit_fields_get(const struct audit_fields *fs, const char *key, size_t idx,
+	    char *out, size_t outlen);
+/* The number of elements of an array field; 0 when missing or not an array. */
+size_t	audit_fields_count(const struct audit_fields *fs, const char *key);
 
 #endif

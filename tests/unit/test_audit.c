@@ -1035,6 +1035,92 @@ test_query(void **state)
 	assert_non_null(strstr(err, "/nonexistent/audit.log"));
 }
 
+/* Raw callers (the CLI table, the admin page) get the line and no tree. */
+static int
+raw_cb(void *arg, const char *line, size_t len, uint64_t off, json_t *obj)
+{
+	size_t *n = arg;
+	json_t *check;
+
+	assert_null(obj);
+	check = json_loadb(line, len, 0, NULL);	/* a line is valid JSON as it stands */
+	assert_non_null(check);
+	json_decref(check);
+	(*n)++;
+	return 0;
+}
+
+static void
+test_query_raw_only(void **state)
+{
+	struct fixture *fx = *state;
+	struct audit_filter f = { .raw_only = 1, .sender = "*@OPS.example.com" };
+	char err[ERRLEN];
+	size_t n = 0;
+
+	write_query_log(fx->log);
+	assert_int_equal(audit_query(fx->log, &f, raw_cb, &n, NULL, err, sizeof(err)), 0);
+	assert_int_equal(n, 3);
+	n = 0;
+	f.limit = 1;
+	assert_int_equal(audit_query(fx->log, &f, raw_cb, &n, NULL, err, sizeof(err)), 0);
+	assert_int_equal(n, 1);
+}
+
+struct field_case {
+	const char	*key;
+	size_t		idx;
+	int		rc;
+	const char	*want;
+};
+
+static void
+test_fields(void **state)
+{
+	static const struct field_case cases[] = {
+		{ "ts", 0, 0, "2026-11-26T05:40:56.123Z" },
+		{ "event", 0, 0, "message" },
+		{ "subject", 0, 0, "a \"q\" \\ / \r\n\t caf\xc3\xa9 \xf0\x9f\x93\xa7 \xef\xbf\xbd" },
+		{ "rcpt_to", 0, 0, "a@x" },
+		{ "rcpt_to", 1, 0, "b,c@\"y\"" },
+		{ "rcpt_to", 2, -1, NULL },
+		{ "size", 0, 0, "-12" },
+		{ "account", 0, -1, NULL },		/* null */
+		{ "flag", 0, -1, NULL },		/* true */
+		{ "nested", 0, -1, NULL },		/* an object */
+		{ "after", 0, 0, "z" },			/* found after the nested object */
+		{ "missing", 0, -1, NULL },
+	};
+	static const char line[] = "{\"ts\":\"2026-11-26T05:40:56.123Z\",\"event\":\"message\","
+	    "\"subject\":\"a \\\"q\\\" \\\\ \\/ \\r\\n\\t caf\\u00e9 \\uD83D\\uDCE7 \\uD800\","
+	    "\"rcpt_to\":[\"a@x\",\"b,c@\\\"y\\\"\"],\"size\":-12,\"account\":null,"
+	    "\"flag\":true,\"nested\":{\"k\":[1,{\"x\":\"}\"}]},\"after\":\"z\"}";
+	static const char *const bad[] = { "", "{", "[]", "{\"a\":\"x}", "{\"a\" 1}",
+	    "{\"a\":1", "{\"a\":1,}", "{\"a\":[[[[[[[[[[1]]]]]]]]]]}" };
+	struct audit_fields fs;
+	char out[64], tiny[6];
+	size_t i;
+
+	(void)state;
+	assert_int_equal(audit_fields_scan(line, strlen(line), &fs), 0);
+	for (i = 0; i < ARRAY_SIZE(cases); i++) {
+		int rc = audit_fields_get(&fs, cases[i].key, cases[i].idx, out, sizeof(out));
+
+		if (rc != cases[i].rc)
+			fail_msg("%s[%zu]: rc %d", cases[i].key, cases[i].idx, rc);
+		if (rc == 0)
+			assert_string_equal(out, cases[i].want);
+	}
+	assert_int_equal(audit_fields_count(&fs, "rcpt_to"), 2);
+	assert_int_equal(audit_fields_count(&fs, "subject"), 0);
+	/* Cut to fit, never in the middle of a character. */
+	assert_int_equal(audit_fields_get(&fs, "subject", 0, tiny, sizeof(tiny)), 0);
+	assert_string_equal(tiny, "a \"q\"");
+	for (i = 0; i < ARRAY_SIZE(bad); i++)
+		if (audit_fields_scan(bad[i], strlen(bad[i]), &fs) != -1)
+			fail_msg("accepted '%s'", bad[i]);
+}
+
 /* ---- several files ------------------------------------------------------------- */
 
 static void
@@ -1082,6 +1168,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_hostile_strings, setup, teardown),
 		cmocka_unit_test(test_long_field_cut),
 		cmocka_unit_test_setup_teardown(test_query, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_query_raw_only, setup, teardown),
+		cmocka_unit_test(test_fields),
 		cmocka_unit_test_setup_teardown(test_files_in_order, setup, teardown),
 	};
 
