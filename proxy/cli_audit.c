@@ -109,10 +109,9 @@ audit_verify_cmd(struct cli *cli, int argc, char **argv)
 		if (r.fault != AUDIT_FAULT_NONE) {
 			cli_error("audit log %s line %" PRIu64 ": %s: %s", files[i], r.line,
 			    audit_fault_name(r.fault), r.why);
-			if (total + r.entries > 0)
-				printf("audit log FAILED at %s line %" PRIu64 " (%" PRIu64
-				    " entries before it are intact)\n", files[i], r.line,
-				    total + r.entries);
+			printf("audit log FAILED at %s line %" PRIu64 " (%" PRIu64 " %s before it "
+			    "checked and intact)\n", files[i], r.line, total + r.entries,
+			    total + r.entries == 1 ? "entry" : "entries");
 			rc = EXIT_FAILED;
 			break;
 		}
@@ -440,7 +439,8 @@ audit_show_cmd(struct cli *cli, int argc, char **argv)
 			f.client = optarg;
 			break;
 		case 'f':
-			f.sender = optarg;
+			/* "<>" is how mail people write the null sender. */
+			f.sender = strcmp(optarg, "<>") == 0 ? "" : optarg;
 			break;
 		case 't':
 			if (!in_list(optarg, known_status, ARRAY_SIZE(known_status))) {
