@@ -168,6 +168,7 @@ struct audit *audit_open(const char *path, const unsigned char key[AUDIT_KEY_BYT
  * Append one event (borrowed; must hold a string "event" and none of the
  * keys "ts", "prev", "mac"), durably: the line is fsync'd before this
  * returns 0. On -1 nothing was added and the chain head is unchanged.
+ * Blocks for one flock and one fdatasync (milliseconds on a real disk).
  */
 int	audit_append(struct audit *a, json_t *event, char *err, size_t errlen)
 	    __attribute__((warn_unused_result));
