@@ -28,7 +28,7 @@ MAIN_OBJ := $(BUILD)/obj/proxy/main.o
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps test unit integration asan run install uninstall clean bench-vault
+.PHONY: all deps test unit integration asan run install uninstall clean bench-vault bench-audit
 
 all: $(BUILD)/smtpvault
 
@@ -80,6 +80,9 @@ run: deps
 
 bench-vault: all
 	@tests/bench/vault.sh $(BUILD)/smtpvault
+
+bench-audit: all
+	@tests/bench/audit.sh $(BUILD)/smtpvault
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/man/man5

@@ -8,6 +8,8 @@
 
 #include <stddef.h>
 
+#include <jansson.h>
+
 #include "config.h"
 #include "vault.h"
 
@@ -46,5 +48,10 @@ int	cmd_account(struct cli *cli, int argc, char **argv);
 int	cmd_admin_user(struct cli *cli, int argc, char **argv);
 int	cmd_rekey(struct cli *cli, int argc, char **argv);
 int	cmd_serve(struct cli *cli, int argc, char **argv);
+int	cmd_audit(struct cli *cli, int argc, char **argv);
+
+/* Append ev (an audit event) with "by" = "cli:<user>"; EXIT_FAILED when the
+ * audit log cannot be written. */
+int	cli_audit_record(struct cli *cli, const struct vault *v, json_t *ev);
 
 #endif

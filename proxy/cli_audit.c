@@ -25,12 +25,6 @@
 #define VERIFY_USAGE	"smtpvault audit verify [FILE...]"
 #define AUDIT_USAGE	"smtpvault audit verify [FILE...] | show [options]"
 
-/*
- * Also declared in cli.h with the other commands; repeated here so that this
- * file builds on its own while the command table is being wired.
- */
-int	cmd_audit(struct cli *cli, int argc, char **argv);
-int	cli_audit_record(struct cli *cli, const struct vault *v, json_t *ev);
 
 /* ---- recording CLI actions -------------------------------------------------- */
 

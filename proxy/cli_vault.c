@@ -15,6 +15,7 @@
 #include <jansson.h>
 #include <sodium.h>
 
+#include "audit.h"
 #include "cli.h"
 #include "log.h"
 #include "smtp_client.h"
@@ -51,13 +52,23 @@ parse_kdf(const char *s, enum vault_kdf *out)
 	return 0;
 }
 
-/* Save, report and close; returns the exit status. */
+/*
+ * Record the change in the audit log, then save, report and close; returns
+ * the exit status. The event is written first: an action that cannot be
+ * recorded does not happen (issue: "never unrecorded"); if the save fails
+ * after that, the log holds an attempt that did not take effect, which the
+ * command's exit status 1 and error line make plain.
+ */
 static int
-save_and_close(struct vault *v, const char *done_msg)
+save_and_close(struct cli *cli, struct vault *v, json_t *ev, const char *done_msg)
 {
 	char err[1024];
-	int rc = EXIT_OK;
+	int rc;
 
+	if ((rc = cli_audit_record(cli, v, ev)) != EXIT_OK) {
+		vault_close(v);
+		return rc;
+	}
 	if (vault_save(v, err, sizeof(err)) == -1) {
 		cli_error("%s", err);
 		rc = EXIT_FAILED;
@@ -271,7 +282,8 @@ account_add(struct cli *cli, int argc, char **argv)
 		goto done;
 	}
 	snprintf(msg, sizeof(msg), "added account %s", tmpl->address);
-	rc = save_and_close(v, msg);
+	rc = save_and_close(cli, v, audit_account_event(AUDIT_ACCOUNT_ADD, tmpl->address, 1,
+	    NULL, NULL), msg);
 	v = NULL;
 done:
 	vault_secret_wipe(&secret);
@@ -437,7 +449,8 @@ account_rotate(struct cli *cli, int argc, char **argv)
 	}
 	snprintf(msg, sizeof(msg), "rotated %s to credential version %u%s", addr, version,
 	    verify ? " (verified upstream)" : " (not verified)");
-	rc = save_and_close(v, msg);
+	rc = save_and_close(cli, v, audit_account_event(AUDIT_ACCOUNT_ROTATE, addr, version,
+	    NULL, NULL), msg);
 	v = NULL;
 done:
 	vault_secret_wipe(&secret);
@@ -473,6 +486,7 @@ account_simple(struct cli *cli, int argc, char **argv, int remove)
 		return EXIT_FAILED;
 	}
 	strlcpy(addr, a->address, sizeof(addr));
+	version = a->current;
 	if (remove) {
 		rc = vault_account_remove(v, addr, err, sizeof(err));
 		snprintf(msg, sizeof(msg), "removed account %s", addr);
@@ -486,7 +500,8 @@ account_simple(struct cli *cli, int argc, char **argv, int remove)
 		vault_close(v);
 		return EXIT_FAILED;
 	}
-	return save_and_close(v, msg);
+	return save_and_close(cli, v, audit_account_event(remove ? AUDIT_ACCOUNT_REMOVE :
+	    AUDIT_ACCOUNT_ROLLBACK, addr, version, NULL, NULL), msg);
 }
 
 static int
@@ -625,7 +640,8 @@ cmd_admin_user(struct cli *cli, int argc, char **argv)
 		vault_close(v);
 		return EXIT_FAILED;
 	}
-	return save_and_close(v, msg);
+	return save_and_close(cli, v, audit_admin_event(strcmp(sub, "add") == 0 ?
+	    AUDIT_ADMIN_USER_ADD : AUDIT_ADMIN_USER_REMOVE, name, NULL, NULL), msg);
 }
 
 int
@@ -693,6 +709,7 @@ cmd_rekey(struct cli *cli, int argc, char **argv)
 		vault_close(v);
 		return EXIT_FAILED;
 	}
-	return save_and_close(v, "vault re-encrypted under the new key; update "
+	return save_and_close(cli, v, audit_vault_event(AUDIT_VAULT_REKEY, NULL),
+	    "vault re-encrypted under the new key; update "
 	    "passphrase_file / key_file in the configuration");
 }

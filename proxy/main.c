@@ -34,6 +34,7 @@ static const struct command commands[] = {
 	{ "init",	cmd_init,	"create an empty vault" },
 	{ "account",	cmd_account,	"add, list, rotate, roll back, remove or test accounts" },
 	{ "admin-user",	cmd_admin_user,	"add, remove or list admin-page users" },
+	{ "audit",	cmd_audit,	"verify or query the audit log" },
 	{ "rekey",	cmd_rekey,	"re-encrypt the vault under a new passphrase or key" },
 	{ "serve",	cmd_serve,	"run the proxy and admin page in the foreground" },
 };
