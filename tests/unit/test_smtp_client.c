@@ -35,11 +35,12 @@
 #include <openssl/x509v3.h>
 #include <sodium.h>
 
+#include "config.h"
 #include "credential.h"
 #include "log.h"
 #include "relay.h"
 #include "smtp_client.h"
-/* UPSTREAM_POOL_INCLUDE */
+#include "upstream_pool.h"
 
 #define TEST_USER	"u@x.test"
 #define TEST_SECRET	"app-pass"
@@ -1130,7 +1131,554 @@ test_probe(void **state)
 	vault_secret_wipe(&secret);
 }
 
-/* POOL_TESTS_HERE */
+/* The pools and direct relay: the same fake server, several messages. */
+
+static struct config test_cfg;
+
+static void
+cfg_init(uint16_t port, enum upstream_tls tls, uint64_t max_sessions)
+{
+	memset(&test_cfg, 0, sizeof(test_cfg));
+	strlcpy(test_cfg.upstream_host, "127.0.0.1", sizeof(test_cfg.upstream_host));
+	test_cfg.upstream_port = port;
+	test_cfg.upstream_tls = tls;
+	strlcpy(test_cfg.upstream_ca_file, ca_file, sizeof(test_cfg.upstream_ca_file));
+	test_cfg.upstream_timeout = TEST_TIMEOUT;
+	test_cfg.max_sessions_per_account = max_sessions;
+	strlcpy(test_cfg.hostname, TEST_HELO, sizeof(test_cfg.hostname));
+	test_cfg.delivery = DELIVERY_DIRECT;
+}
+
+#define RT_MAX	8
+
+struct rtest;
+
+struct rslot {
+	struct rtest		*t;
+	int			called;
+	struct relay_result	res;
+};
+
+struct rtest {
+	struct event_base	*base;
+	struct relay		*r;
+	struct upstream_pool	*pool;
+	struct rslot		slot[RT_MAX];
+	struct smtp_outcome	out[RT_MAX];
+	int			n_called;
+	int			drained;
+};
+
+static void
+rt_cb(void *arg, const struct relay_result *res)
+{
+	struct rslot *s = arg;
+
+	assert_int_equal(s->called, 0);
+	s->called = 1;
+	s->res = *res;
+	s->t->n_called++;
+}
+
+static void
+rt_drained(void *arg)
+{
+	struct rtest *t = arg;
+
+	t->drained = 1;
+}
+
+static void
+rt_tick(evutil_socket_t fd, short what, void *arg)
+{
+}
+
+/* Run the loop until *flag reaches want (or a generous time passes). */
+static void
+rt_run_until(struct rtest *t, const int *flag, int want)
+{
+	struct event *tick = event_new(t->base, -1, EV_PERSIST, rt_tick, NULL);
+	struct timeval tv = { 0, 20000 };
+	int i;
+
+	event_add(tick, &tv);
+	for (i = 0; i < 1000 && *flag < want; i++)
+		event_base_loop(t->base, EVLOOP_ONCE);
+	event_free(tick);
+	assert_true(*flag >= want);
+}
+
+static void
+rt_submit(struct rtest *t, int i, struct relay_msg *m)
+{
+	struct relay_result res;
+
+	t->slot[i].t = t;
+	assert_int_equal(relay_submit(t->r, m, rt_cb, &t->slot[i], &res), 0);
+}
+
+static void
+rt_start(struct rtest *t, uint16_t port, uint64_t max_sessions)
+{
+	memset(t, 0, sizeof(*t));
+	cfg_init(port, UPSTREAM_TLS_STARTTLS, max_sessions);
+	t->base = event_base_new();
+	assert_non_null(t->base);
+	t->r = relay_new(t->base, &test_cfg, NULL);
+	assert_non_null(t->r);
+}
+
+static void
+rt_finish(struct rtest *t)
+{
+	relay_drain(t->r, rt_drained, t);
+	rt_run_until(t, &t->drained, 1);
+	relay_free(t->r);
+	base_free(t->base);
+}
+
+#define LOGIN_STEPS \
+	START_STARTTLS, \
+	EHLO_TLS_PLAIN, \
+	"C: " TEST_PLAIN, \
+	"S: 235 2.7.0 Accepted"
+
+/* Three messages at once, one session allowed: one login, RSET between,
+ * FIFO order, and the reply the LAN client gets. */
+static void
+test_relay_reuse(void **state)
+{
+	static const char *const script[] = {
+		LOGIN_STEPS,
+		"C: MAIL FROM:<a@x.test> SIZE=2",
+		"C: RCPT TO:<r@y.test>",
+		"C: DATA",
+		"S: 250 OK\r\n250 OK\r\n354 go",
+		"C: m1",
+		"C: .",
+		"S: 250 2.0.0 OK id1 - gsmtp",
+		"C: RSET",
+		"C: MAIL FROM:<b@x.test> SIZE=2",
+		"C: RCPT TO:<r@y.test>",
+		"C: DATA",
+		"S: 250 OK\r\n250 OK\r\n250 OK\r\n354 go",
+		"C: m2",
+		"C: .",
+		"S: 250 2.0.0 OK id2 - gsmtp",
+		"C: RSET",
+		"C: MAIL FROM:<c@x.test> SIZE=2",
+		"C: RCPT TO:<r@y.test>",
+		"C: DATA",
+		"S: 250 OK\r\n250 OK\r\n250 OK\r\n354 go",
+		"C: m3",
+		"C: .",
+		"S: 250 2.0.0 OK id3 - gsmtp",
+		"C: QUIT",
+		"S: 221 bye",
+		NULL,
+	};
+	struct rtest t;
+	struct fake f;
+	int fetches = stub_fetches;
+
+	fake_start(&f, script, &cert_good);
+	rt_start(&t, f.port, 1);
+	rt_submit(&t, 0, msg_new("a@x.test", rcpt1, 1, "m1"));
+	rt_submit(&t, 1, msg_new("b@x.test", rcpt1, 1, "m2"));
+	rt_submit(&t, 2, msg_new("c@x.test", rcpt1, 1, "m3"));
+	rt_run_until(&t, &t.n_called, 3);
+	assert_int_equal(t.slot[0].res.code, 250);
+	assert_string_equal(t.slot[0].res.enhanced, "2.0.0");
+	assert_string_equal(t.slot[0].res.text,
+	    "Ok: delivered as TESTQ1 (upstream: 250 2.0.0 OK id1 - gsmtp)");
+	assert_string_equal(t.slot[2].res.text,
+	    "Ok: delivered as TESTQ1 (upstream: 250 2.0.0 OK id3 - gsmtp)");
+	assert_int_equal(stub_fetches - fetches, 1);
+	rt_finish(&t);
+	fake_finish(&f);
+	assert_false(f.failed);
+	assert_int_equal(f.connections, 1);
+	fake_free(&f);
+}
+
+/* 535: 451 4.7.0 to the client, the credstore told; the next message fails
+ * at once without a login; after a rotation the new credential is used. */
+static void
+test_relay_auth_refused_then_rotation(void **state)
+{
+	static const char *const script[] = {
+		LOGIN_STEPS,
+		"S: 535-5.7.8 Username and Password not accepted. For more information, go to\r\n"
+		"535 5.7.8  https://support.google.com/mail/?p=BadCredentials x - gsmtp",
+		"EOF",
+		"ACCEPT",
+		START_STARTTLS,
+		EHLO_TLS_PLAIN,
+		"C: " TEST_PLAIN,
+		"S: 235 2.7.0 Accepted",
+		"C: MAIL FROM:<a@x.test> SIZE=2",
+		"C: RCPT TO:<r@y.test>",
+		"C: DATA",
+		"S: 250 OK\r\n250 OK\r\n354 go",
+		"C: m3",
+		"C: .",
+		"S: 250 2.0.0 OK id3",
+		"C: QUIT",
+		"S: 221 bye",
+		NULL,
+	};
+	/* LOGIN_STEPS ends with the 235; this scenario answers 535 instead. */
+	static const char *fixed[ARRAY_SIZE(script)];
+	struct rtest t;
+	struct fake f;
+	size_t i, j;
+	int reports = stub_reports_fail;
+
+	for (i = 0, j = 0; script[i] != NULL; i++)
+		if (strcmp(script[i], "S: 235 2.7.0 Accepted") != 0 || j > 12)
+			fixed[j++] = script[i];
+	fixed[j] = NULL;
+	fake_start(&f, fixed, &cert_good);
+	rt_start(&t, f.port, 2);
+	rt_submit(&t, 0, msg_new("a@x.test", rcpt1, 1, "m1"));
+	rt_run_until(&t, &t.n_called, 1);
+	assert_int_equal(t.slot[0].res.code, 451);
+	assert_string_equal(t.slot[0].res.enhanced, "4.7.0");
+	assert_string_equal(t.slot[0].res.text,
+	    "upstream refused the credential for u@x.test; the operator has been notified "
+	    "(upstream: 535 5.7.8 Username and Password not accepted. For more information, "
+	    "go to https://support.google.com/mail/?p=BadCredentials x - gsmtp)");
+	assert_int_equal(stub_reports_fail - reports, 1);
+
+	/* Same credential version: refused without another login attempt. */
+	rt_submit(&t, 1, msg_new("a@x.test", rcpt1, 1, "m2"));
+	rt_run_until(&t, &t.n_called, 2);
+	assert_int_equal(t.slot[1].res.code, 451);
+	assert_string_equal(t.slot[1].res.enhanced, "4.7.0");
+
+	/* Rotated: a new session with the new version. */
+	stub_version++;
+	rt_submit(&t, 2, msg_new("a@x.test", rcpt1, 1, "m3"));
+	rt_run_until(&t, &t.n_called, 3);
+	assert_int_equal(t.slot[2].res.code, 250);
+	rt_finish(&t);
+	fake_finish(&f);
+	assert_false(f.failed);
+	assert_int_equal(f.connections, 2);
+	fake_free(&f);
+}
+
+/* A rotation while a session is idle: that session is closed, and the next
+ * message goes on a new session that fetched the new credential. */
+static void
+test_relay_rotation_new_session(void **state)
+{
+	static const char *const script[] = {
+		LOGIN_STEPS,
+		"C: MAIL FROM:<a@x.test> SIZE=2",
+		"C: RCPT TO:<r@y.test>",
+		"C: DATA",
+		"S: 250 OK\r\n250 OK\r\n354 go",
+		"C: m1",
+		"C: .",
+		"S: 250 2.0.0 OK id1",
+		"C: QUIT",
+		"S: 221 bye",
+		"CLOSE",
+		"ACCEPT",
+		LOGIN_STEPS,
+		"C: MAIL FROM:<a@x.test> SIZE=2",
+		"C: RCPT TO:<r@y.test>",
+		"C: DATA",
+		"S: 250 OK\r\n250 OK\r\n354 go",
+		"C: m2",
+		"C: .",
+		"S: 250 2.0.0 OK id2",
+		"C: QUIT",
+		"S: 221 bye",
+		NULL,
+	};
+	struct rtest t;
+	struct fake f;
+	int fetches = stub_fetches;
+
+	fake_start(&f, script, &cert_good);
+	rt_start(&t, f.port, 1);
+	rt_submit(&t, 0, msg_new("a@x.test", rcpt1, 1, "m1"));
+	rt_run_until(&t, &t.n_called, 1);
+	assert_int_equal(t.slot[0].res.code, 250);
+	stub_version++;
+	rt_submit(&t, 1, msg_new("a@x.test", rcpt1, 1, "m2"));
+	rt_run_until(&t, &t.n_called, 2);
+	assert_int_equal(t.slot[1].res.code, 250);
+	assert_int_equal(stub_fetches - fetches, 2);
+	rt_finish(&t);
+	fake_finish(&f);
+	assert_false(f.failed);
+	assert_int_equal(f.connections, 2);
+	fake_free(&f);
+}
+
+/* Upstream refusals keep their class and enhanced code; the reply is one
+ * printable line that says which recipient and quotes Google. */
+static void
+test_relay_reply_mapping(void **state)
+{
+	static const char *const script[] = {
+		LOGIN_STEPS,
+		"C: MAIL FROM:<a@x.test> SIZE=2",
+		"C: RCPT TO:<r@y.test>",
+		"C: DATA",
+		"S: 250 OK\r\n550-5.1.1 The email account that you tried to reach does not exist.\r\n"
+		"550 5.1.1 \xe2\x80\x9cPlease\xe2\x80\x9d try again. x - gsmtp\r\n554 5.5.1 no valid recipients",
+		"C: RSET",
+		"C: MAIL FROM:<a@x.test> SIZE=2",
+		"C: RCPT TO:<r@y.test>",
+		"C: DATA",
+		"S: 250 OK\r\n250 OK\r\n250 OK\r\n354 go",
+		"C: m2",
+		"C: .",
+		"S: 421 4.7.0 Temporary System Problem. Try again later (10). x - gsmtp",
+		"CLOSE",
+		NULL,
+	};
+	struct rtest t;
+	struct fake f;
+
+	fake_start(&f, script, &cert_good);
+	rt_start(&t, f.port, 1);
+	rt_submit(&t, 0, msg_new("a@x.test", rcpt1, 1, "m1"));
+	rt_submit(&t, 1, msg_new("a@x.test", rcpt1, 1, "m2"));
+	rt_run_until(&t, &t.n_called, 2);
+	assert_int_equal(t.slot[0].res.code, 550);
+	assert_string_equal(t.slot[0].res.enhanced, "5.1.1");
+	assert_string_equal(t.slot[0].res.text,
+	    "upstream: 550 5.1.1 <r@y.test>: The email account that you tried to reach does not "
+	    "exist. ???Please??? try again. x - gsmtp");
+	/* 421 to the dot: still 4xx, but not 421, which would mean "closing". */
+	assert_int_equal(t.slot[1].res.code, 451);
+	assert_string_equal(t.slot[1].res.enhanced, "4.7.0");
+	assert_non_null(strstr(t.slot[1].res.text, "421 4.7.0 Temporary System Problem"));
+	rt_finish(&t);
+	fake_finish(&f);
+	assert_false(f.failed);
+	fake_free(&f);
+}
+
+/* Network and TLS failures become 451 4.4.1 / 4.7.5. */
+static void
+test_relay_unreachable_and_tls(void **state)
+{
+	static const char *const script[] = {
+		"S: 220 fake.test ESMTP",
+		"C: EHLO " TEST_HELO,
+		"S: 250-fake.test\r\n250 STARTTLS",
+		"C: STARTTLS",
+		"S: 220 2.0.0 Ready to start TLS",
+		"TLSFAIL",
+		"EOF",
+		NULL,
+	};
+	struct rtest t;
+	struct fake f;
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in sin;
+	socklen_t len = sizeof(sin);
+
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
+	close(fd);
+	rt_start(&t, ntohs(sin.sin_port), 1);
+	rt_submit(&t, 0, msg_new("a@x.test", rcpt1, 1, "m1"));
+	rt_run_until(&t, &t.n_called, 1);
+	assert_int_equal(t.slot[0].res.code, 451);
+	assert_string_equal(t.slot[0].res.enhanced, "4.4.1");
+	assert_non_null(strstr(t.slot[0].res.text, "upstream unreachable: "));
+	assert_non_null(strstr(t.slot[0].res.text, "Connection refused"));
+	rt_finish(&t);
+
+	fake_start(&f, script, &cert_wrong);
+	rt_start(&t, f.port, 1);
+	rt_submit(&t, 0, msg_new("a@x.test", rcpt1, 1, "m1"));
+	rt_run_until(&t, &t.n_called, 1);
+	assert_int_equal(t.slot[0].res.code, 451);
+	assert_string_equal(t.slot[0].res.enhanced, "4.7.5");
+	assert_non_null(strstr(t.slot[0].res.text, "upstream TLS verification failed: "));
+	rt_finish(&t);
+	fake_finish(&f);
+	assert_false(f.failed);
+	assert_false(transcript_has(&f, "AUTH"));
+	fake_free(&f);
+}
+
+/* Run the loop for about ms milliseconds. */
+static void
+rt_run_for(struct rtest *t, int ms)
+{
+	struct event *tick = evtimer_new(t->base, rt_tick, NULL);
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+
+	evtimer_add(tick, &tv);
+	while (evtimer_pending(tick, NULL))
+		event_base_loop(t->base, EVLOOP_ONCE);
+	event_free(tick);
+}
+
+/* Cancel: the callback never runs, whether the message was still waiting
+ * or already being sent (its session is dropped). Drain: new messages get
+ * 421 4.3.2, and done() runs when nothing is left. */
+static void
+test_relay_cancel_and_drain(void **state)
+{
+	static const char *const script[] = {
+		LOGIN_STEPS,
+		"C: MAIL FROM:<a@x.test> SIZE=2",
+		"C: RCPT TO:<r@y.test>",
+		"C: DATA",
+		"S: 250 OK\r\n250 OK\r\n354 go",
+		"C: m1",
+		"C: .",
+		"EOF",		/* no answer to the dot: the client is still waiting */
+		NULL,
+	};
+	struct rtest t;
+	struct fake f;
+	struct relay_result res;
+
+	/* Waiting: cancelled before any session exists; nothing connects. */
+	rt_start(&t, 9, 1);
+	rt_submit(&t, 0, msg_new("a@x.test", rcpt1, 1, "m1"));
+	relay_cancel(t.r, &t.slot[0]);
+	rt_finish(&t);
+	assert_int_equal(t.n_called, 0);
+
+	/* Sending: the session is closed under it. */
+	fake_start(&f, script, &cert_good);
+	rt_start(&t, f.port, 1);
+	rt_submit(&t, 0, msg_new("a@x.test", rcpt1, 1, "m1"));
+	rt_run_for(&t, 500);
+	relay_cancel(t.r, &t.slot[0]);
+	relay_drain(t.r, rt_drained, &t);
+	assert_int_equal(relay_submit(t.r, msg_new("a@x.test", rcpt1, 1, "late"), rt_cb,
+	    &t.slot[1], &res), -1);
+	assert_int_equal(res.code, 421);
+	assert_string_equal(res.enhanced, "4.3.2");
+	rt_run_until(&t, &t.drained, 1);
+	assert_int_equal(t.n_called, 0);
+	relay_free(t.r);
+	base_free(t.base);
+	fake_finish(&f);
+	assert_false(f.failed);
+	assert_int_equal(f.connections, 1);
+	fake_free(&f);
+}
+
+static void
+pool_cb(void *arg, const struct smtp_outcome *o)
+{
+	struct rslot *s = arg;
+
+	s->t->out[s - s->t->slot] = *o;
+	s->called = 1;
+	s->t->n_called++;
+}
+
+static int pool_sessions_gone;
+
+static void
+pool_watch(evutil_socket_t fd, short what, void *arg)
+{
+	struct rtest *t = arg;
+	struct upstream_pool_stats st;
+
+	upstream_pool_stats(t->pool, TEST_USER, &st);
+	pool_sessions_gone = st.sessions == 0;
+}
+
+/* Idle sessions: one that the server drops (421 while idle) is noticed and
+ * replaced; one nobody uses is closed with QUIT after the idle timeout. */
+static void
+test_pool_idle(void **state)
+{
+	static const char *const script[] = {
+		LOGIN_STEPS,
+		"C: MAIL FROM:<a@x.test> SIZE=2",
+		"C: RCPT TO:<r@y.test>",
+		"C: DATA",
+		"S: 250 OK\r\n250 OK\r\n354 go",
+		"C: m1",
+		"C: .",
+		"S: 250 2.0.0 OK id1",
+		"S: 421 4.4.2 fake.test Error: timeout exceeded",
+		"CLOSE",
+		"ACCEPT",
+		LOGIN_STEPS,
+		"C: MAIL FROM:<a@x.test> SIZE=2",
+		"C: RCPT TO:<r@y.test>",
+		"C: DATA",
+		"S: 250 OK\r\n250 OK\r\n354 go",
+		"C: m2",
+		"C: .",
+		"S: 250 2.0.0 OK id2",
+		"C: QUIT",
+		"S: 221 bye",
+		NULL,
+	};
+	struct rtest t;
+	struct fake f;
+	struct relay_msg *m1, *m2;
+	struct upstream_pool_stats st;
+	struct event *watch;
+	struct timeval tv = { 0, 20000 };
+
+	fake_start(&f, script, &cert_good);
+	memset(&t, 0, sizeof(t));
+	cfg_init(f.port, UPSTREAM_TLS_STARTTLS, 1);
+	t.base = event_base_new();
+	t.pool = upstream_pool_new(t.base, NULL, &test_cfg, NULL);
+	assert_non_null(t.pool);
+	upstream_pool_set_timing(t.pool, 1, 1, 2);
+	watch = event_new(t.base, -1, EV_PERSIST, pool_watch, &t);
+	event_add(watch, &tv);
+	m1 = msg_new("a@x.test", rcpt1, 1, "m1");
+	m2 = msg_new("a@x.test", rcpt1, 1, "m2");
+	t.slot[0].t = &t;
+	t.slot[1].t = &t;
+	assert_non_null(upstream_pool_send(t.pool, m1, TEST_TIMEOUT, pool_cb, &t.slot[0]));
+	rt_run_until(&t, &t.n_called, 1);
+	assert_int_equal(t.out[0].error, SMTP_ERR_NONE);
+	pool_sessions_gone = 0;
+	rt_run_until(&t, &pool_sessions_gone, 1);	/* the 421 while idle */
+	assert_non_null(upstream_pool_send(t.pool, m2, TEST_TIMEOUT, pool_cb, &t.slot[1]));
+	rt_run_until(&t, &t.n_called, 2);
+	assert_int_equal(t.out[1].error, SMTP_ERR_NONE);
+	assert_string_equal(t.out[1].text, "OK id2");
+	pool_sessions_gone = 0;
+	rt_run_until(&t, &pool_sessions_gone, 1);	/* QUIT after 1 s idle */
+	upstream_pool_stats(t.pool, TEST_USER, &st);
+	assert_int_equal(st.logins, 2);
+	assert_int_equal(st.messages, 2);
+	event_free(watch);
+	upstream_pool_free(t.pool);
+	base_free(t.base);
+	msg_free(m1);
+	msg_free(m2);
+	fake_finish(&f);
+	assert_false(f.failed);
+	fake_free(&f);
+}
+
+#define POOL_TESTS_LIST \
+	cmocka_unit_test(test_relay_reuse), \
+	cmocka_unit_test(test_relay_auth_refused_then_rotation), \
+	cmocka_unit_test(test_relay_rotation_new_session), \
+	cmocka_unit_test(test_relay_reply_mapping), \
+	cmocka_unit_test(test_relay_unreachable_and_tls), \
+	cmocka_unit_test(test_relay_cancel_and_drain), \
+	cmocka_unit_test(test_pool_idle),
 
 int
 main(void)
@@ -1152,7 +1700,7 @@ main(void)
 		cmocka_unit_test(test_greeting_421),
 		cmocka_unit_test(test_connection_refused),
 		cmocka_unit_test(test_probe),
-		/* POOL_TEST_LIST */
+		POOL_TESTS_LIST
 	};
 
 	if (getenv("TEST_FILTER") != NULL)
