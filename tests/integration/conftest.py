@@ -17,6 +17,7 @@ wait_log(regex, timeout), smtp(source=None) (a connected smtplib.SMTP),
 stop() -> exit status.
 """
 
+import ctypes
 import os
 import re
 import signal
@@ -122,10 +123,21 @@ def child_env():
     return env
 
 
+_libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent():
+    """preexec_fn: the child gets SIGKILL if pytest dies, so that a killed
+    test run never leaves a daemon behind."""
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
 def run_cli(binary, args, input=None, conf=None, timeout=CLI_TIMEOUT):
     argv = [binary] + (["-c", conf] if conf else []) + [str(a) for a in args]
     p = subprocess.run(argv, input=input if input is not None else "",
-                       capture_output=True, text=True, timeout=timeout, env=child_env())
+                       capture_output=True, text=True, timeout=timeout, env=child_env(),
+                       preexec_fn=die_with_parent)
     return p.returncode, p.stdout, p.stderr
 
 
@@ -234,7 +246,8 @@ class Daemon:
         self._stdout = open(self.stdout_path, "wb")
         self.proc = subprocess.Popen([self.binary, "-c", self.conf, "serve"],
                                      stdin=subprocess.DEVNULL, stdout=self._stdout,
-                                     stderr=self._stderr, env=child_env())
+                                     stderr=self._stderr, env=child_env(),
+                                     preexec_fn=die_with_parent)
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             if self.proc.poll() is not None:

@@ -27,6 +27,7 @@ API (all attributes are safe to set from the test thread between actions):
   g.offer_starttls = False; g.starttls_inject = b"250 x\r\n"; g.delay = 0.5
   g.drop_in_data = True (or a byte count); g.max_size; g.max_recipients
   g.auth_mechanisms = "LOGIN"         # what AUTH advertises after TLS
+  g.linger = 1.0                      # drain input this long before closing
 Records:
   g.connections [Connection], g.tls_handshakes, g.tls_failures,
   g.auth_commands (every AUTH command line, in any state), g.auth_attempts
@@ -120,6 +121,7 @@ MAX_BUFFER = 128 * 1024 * 1024  # a DATA larger than this ends the connection
 IDLE_TIMEOUT = 300.0
 HANDSHAKE_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
+LINGER = 1.0                    # seconds to drain input before closing after a reply
 
 COMMANDS = {"CONNECT", "EHLO", "HELO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA",
             "MESSAGE", "BDAT", "RSET", "NOOP", "VRFY", "HELP", "QUIT"}
@@ -207,6 +209,7 @@ class FakeGmail:
         self.max_recipients = None
         self.auth_mechanisms = AUTH_MECHANISMS
         self.idle_timeout = IDLE_TIMEOUT
+        self.linger = LINGER
         self.rules: List[Rule] = []
         # Records.
         self.connections: List[Connection] = []
@@ -455,8 +458,27 @@ class _Session:
         await self.send(text, delay)
         if close or text.startswith("421"):
             self.conn.close_reason = self.conn.close_reason or f"closed after {text[:3]}"
+            await self.linger()
             raise _Drop()
         return text
+
+    async def linger(self):
+        """Before closing after a reply, read and discard what the client
+        still sends (pipelined commands) for a moment, as careful servers
+        do: closing at once would answer those bytes with a TCP reset, which
+        can destroy the unread reply in the client's socket buffer and turn
+        a test of the client into a test of timing."""
+        deadline = time.monotonic() + self.g.linger
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            try:
+                data = await asyncio.wait_for(self.reader.read(65536), left)
+            except (asyncio.TimeoutError, ConnectionError, OSError, ssl.SSLError):
+                return
+            if not data:
+                return
 
     async def scripted(self, command, user=None):
         """Apply a scripted rule if one matches: returns the reply text sent,
@@ -724,16 +746,18 @@ class _Session:
         if threshold is True:
             threshold = 1
         while True:
+            # The drop comes first: a client that sends the whole message in
+            # one write must still see the connection die inside DATA.
+            if threshold and len(self.buf) >= threshold:
+                self.record_message(self.buf, self.buf, False, "(dropped in DATA)", complete=False)
+                self.conn.close_reason = "dropped in DATA"
+                raise _Drop()
             probe = b"\r\n" + self.buf
             i = probe.find(b"\r\n.\r\n", search_from)
             if i >= 0:
                 self.buf = probe[i + 5:]
                 return probe[2:i + 2]
             search_from = max(0, len(probe) - 4)
-            if threshold and len(self.buf) >= threshold:
-                self.record_message(self.buf, self.buf, False, "(dropped in DATA)", complete=False)
-                self.conn.close_reason = "dropped in DATA"
-                raise _Drop()
             try:
                 await self.read_more()
             except _Drop:

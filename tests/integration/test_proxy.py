@@ -301,7 +301,7 @@ def test_recipient_limit_452(daemon, gmail):
 
 def test_long_command_line_500(daemon, gmail):
     d = daemon()
-    c = Lan(d)
+    c = Lan(d, timeout=5)
     try:
         ehlo(c)
         code, text = c.cmd("MAIL FROM:<" + "a" * 1100 + "@example.com>")
