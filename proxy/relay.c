@@ -35,6 +35,7 @@
 #include <time.h>
 
 #include <event2/buffer.h>
+#include <event2/dns.h>
 #include <event2/event.h>
 
 #include "config.h"
@@ -64,6 +65,7 @@ struct relay {
 	struct event_base	*base;
 	const struct config	*cfg;
 	struct credstore	*cs;
+	struct evdns_base	*dns;
 	struct upstream_pool	*pool;
 	struct relay_list	entries;
 	int			draining;
@@ -93,9 +95,14 @@ relay_new(struct event_base *base, const struct config *cfg, struct credstore *c
 	r->cfg = cfg;
 	r->cs = cs;
 	TAILQ_INIT(&r->entries);
-	/* The blocking resolver (dns NULL): upstreams are few and their
-	 * addresses are looked up once per session, not per message. */
-	if ((r->pool = upstream_pool_new(base, NULL, cfg, cs)) == NULL) {
+	/* An asynchronous resolver keeps a slow DNS answer from stalling every
+	 * LAN session; without one, the blocking resolver still works. */
+	if ((r->dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS)) == NULL)
+		log_warn("event=relay_dns note=\"no asynchronous resolver; using the system "
+		    "resolver\"");
+	if ((r->pool = upstream_pool_new(base, r->dns, cfg, cs)) == NULL) {
+		if (r->dns != NULL)
+			evdns_base_free(r->dns, 0);
 		free(r);
 		return NULL;
 	}
@@ -121,6 +128,8 @@ relay_free(struct relay *r)
 		return;
 	/* Pool first: it stops reading the messages before they go. */
 	upstream_pool_free(r->pool);
+	if (r->dns != NULL)
+		evdns_base_free(r->dns, 0);
 	while ((e = TAILQ_FIRST(&r->entries)) != NULL) {
 		TAILQ_REMOVE(&r->entries, e, entry);
 		entry_free(e);

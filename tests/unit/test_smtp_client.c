@@ -387,7 +387,7 @@ fake_main(void *arg)
 			if (fake_accept(f, &fc) == -1)
 				fake_fail(f, "step %zu: accept failed", i);
 		} else if (strncmp(step, "SLEEP ", 6) == 0) {
-			usleep((useconds_t)atoi(step + 6) * 1000);
+			usleep((useconds_t)strtoul(step + 6, NULL, 10) * 1000);
 		} else {
 			fake_fail(f, "step %zu: bad script step \"%s\"", i, step);
 		}
@@ -1500,8 +1500,10 @@ test_relay_unreachable_and_tls(void **state)
 	assert_non_null(strstr(t.slot[0].res.text, "Connection refused"));
 	rt_finish(&t);
 
+	/* By name this time: resolved asynchronously, checked as a DNS name. */
 	fake_start(&f, script, &cert_wrong);
 	rt_start(&t, f.port, 1);
+	strlcpy(test_cfg.upstream_host, "localhost", sizeof(test_cfg.upstream_host));
 	rt_submit(&t, 0, msg_new("a@x.test", rcpt1, 1, "m1"));
 	rt_run_until(&t, &t.n_called, 1);
 	assert_int_equal(t.slot[0].res.code, 451);
