@@ -482,7 +482,9 @@ client_close(struct smtp_client *c, const struct smtp_outcome *o)
 		    o->code, log_escape(esc, sizeof(esc), o->text, strlen(o->text)));
 	client_teardown(c);
 	client_enter(c, SMTP_ST_CLOSED);
-	if (had_msg && client_notify(c, SMTP_CLIENT_DONE, o) == -1)
+	/* A refusal already in hand (a pipelined 421 before the close) says
+	 * more about the message than the lost connection does. */
+	if (had_msg && client_notify(c, SMTP_CLIENT_DONE, c->txn_failed ? &c->txn_fail : o) == -1)
 		return -1;
 	client_notify(c, SMTP_CLIENT_CLOSED, o);
 	return -1;

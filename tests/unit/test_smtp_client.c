@@ -931,6 +931,39 @@ test_rcpt_refused_pipelined(void **state)
 	fake_free(&f);
 }
 
+/* 421 to a pipelined MAIL, then the server hangs up: the message's outcome
+ * is the 421, not "connection lost". */
+static void
+test_pipelined_421_then_close(void **state)
+{
+	static const char *const script[] = {
+		START_STARTTLS,
+		EHLO_TLS_PLAIN,
+		"C: " TEST_PLAIN,
+		"S: 235 2.7.0 Accepted",
+		"C: MAIL FROM:<s@x.test> SIZE=1",
+		"C: RCPT TO:<r@y.test>",
+		"C: DATA",
+		"S: 421 4.7.0 Try again later, closing connection. x - gsmtp",
+		"CLOSE",
+		NULL,
+	};
+	struct drive d = { 0 };
+	struct fake f;
+
+	d.msgs[d.n_msgs++] = msg_new("s@x.test", rcpt1, 1, "x");
+	drive_run(&d, &f, script, &cert_good, "127.0.0.1", UPSTREAM_TLS_STARTTLS);
+	assert_false(f.failed);
+	assert_int_equal(d.n_done, 1);
+	assert_int_equal(d.done[0].error, SMTP_ERR_REPLY);
+	assert_int_equal(d.done[0].stage, SMTP_STAGE_MAIL);
+	assert_int_equal(d.done[0].code, 421);
+	assert_true(d.done[0].temporary);
+	assert_int_equal(d.n_closed, 1);
+	drive_free(&d);
+	fake_free(&f);
+}
+
 /* Over the upstream's SIZE: refused before a byte is sent; session reused. */
 static void
 test_size_limit(void **state)
@@ -1696,6 +1729,7 @@ main(void)
 		cmocka_unit_test(test_auth_tempfail),
 		cmocka_unit_test(test_dot_stuffing_and_reuse),
 		cmocka_unit_test(test_rcpt_refused_pipelined),
+		cmocka_unit_test(test_pipelined_421_then_close),
 		cmocka_unit_test(test_size_limit),
 		cmocka_unit_test(test_timeout),
 		cmocka_unit_test(test_garbage_reply),
