@@ -95,6 +95,15 @@ def ehlo(c, name="lan.test"):
     return text
 
 
+def dot_stuff(body):
+    """body as sent in DATA (RFC 5321 4.5.2), ending in CRLF, without the
+    final dot line."""
+    stuffed = re.sub(rb"(?<=\r\n)\.", b"..", b"\r\n" + body)[2:]
+    if not stuffed.endswith(b"\r\n"):
+        stuffed += b"\r\n"
+    return stuffed
+
+
 def transact(c, mail_from, rcpts, body, mail_params=""):
     """One transaction, step by step. Returns (stage, code, text) of the first
     refusal, or ("DATA-END", code, text) for the reply to the final dot."""
@@ -115,10 +124,7 @@ def transact(c, mail_from, rcpts, body, mail_params=""):
     code, text = c.cmd("DATA")
     if code != 354:
         return "DATA", code, text
-    stuffed = re.sub(rb"(?m)(?<=\r\n)\.", b"..", b"\r\n" + body)[2:]
-    if not stuffed.endswith(b"\r\n"):
-        stuffed += b"\r\n"
-    c.send(stuffed + b".\r\n")
+    c.send(dot_stuff(body) + b".\r\n")
     code, text = c.reply()
     return "DATA-END", code, text
 
@@ -740,7 +746,7 @@ def test_sigterm_finishes_in_flight_transaction(daemon, gmail):
         assert c.cmd(f"MAIL FROM:<{DEFAULT_ACCOUNT}>")[0] == 250
         assert c.cmd(f"RCPT TO:<{RCPT}>")[0] == 250
         assert c.cmd("DATA")[0] == 354
-        c.send(BODY + b".\r\n")
+        c.send(dot_stuff(BODY) + b".\r\n")
         time.sleep(0.5)
         d.proc.send_signal(signal.SIGTERM)
         code, text = c.reply()
@@ -749,3 +755,92 @@ def test_sigterm_finishes_in_flight_transaction(daemon, gmail):
         c.close()
     assert d.proc.wait(10) == 0
     assert len(gmail.delivered) == 1
+
+
+# ---- the rest of the front end ----------------------------------------------
+
+def test_simple_commands(daemon, gmail):
+    d = daemon()
+    c = Lan(d)
+    try:
+        ehlo(c)
+        assert c.cmd("NOOP")[0] == 250
+        assert c.cmd("RSET")[0] == 250
+        assert c.cmd("VRFY bob@example.org")[0] == 252
+        assert c.cmd("HELP")[0] in (211, 214)
+        assert c.cmd(f"MAIL FROM:<{DEFAULT_ACCOUNT}>")[0] == 250
+        assert c.cmd("RSET")[0] == 250
+        assert c.cmd(f"RCPT TO:<{RCPT}>")[0] == 503, "RSET did not end the transaction"
+        assert c.cmd("QUIT")[0] == 221
+        assert lan_closed(c)
+    finally:
+        c.close()
+
+
+def test_pipelined_transaction(daemon, gmail):
+    d = daemon()
+    c = Lan(d)
+    try:
+        ehlo(c)
+        c.send(f"MAIL FROM:<{DEFAULT_ACCOUNT}>\r\nRCPT TO:<{RCPT}>\r\n"
+               f"RCPT TO:<carol@example.net>\r\nDATA\r\n".encode())
+        assert [c.reply()[0] for _ in range(4)] == [250, 250, 250, 354]
+        c.send(dot_stuff(BODY) + b".\r\nQUIT\r\n")
+        assert c.reply()[0] == 250
+        assert c.reply()[0] == 221
+    finally:
+        c.close()
+    assert_relayed(gmail, BODY, DEFAULT_ACCOUNT, DEFAULT_ACCOUNT, [RCPT, "carol@example.net"])
+
+
+def test_lan_starttls(daemon, gmail, pki):
+    import smtplib
+    import ssl
+    d = daemon(smtp={"tls_cert": pki.good.cert, "tls_key": pki.good.key})
+    s = d.smtp()
+    try:
+        s.ehlo("lan.test")
+        assert s.has_extn("starttls")
+        s.starttls(context=ssl.create_default_context(cafile=pki.ca))
+        s.ehlo("lan.test")
+        assert s.sendmail(DEFAULT_ACCOUNT, [RCPT], BODY) == {}
+    finally:
+        s.quit()
+    assert_relayed(gmail, BODY, DEFAULT_ACCOUNT, DEFAULT_ACCOUNT, [RCPT])
+    assert isinstance(s, smtplib.SMTP)
+
+
+def test_lan_starttls_discards_pipelined_plaintext(daemon, gmail, pki):
+    import ssl
+    d = daemon(smtp={"tls_cert": pki.good.cert, "tls_key": pki.good.key})
+    c = Lan(d)
+    try:
+        ehlo(c)
+        c.send(f"STARTTLS\r\nMAIL FROM:<{DEFAULT_ACCOUNT}>\r\n".encode())
+        code, text = c.reply()
+        assert code == 220, text
+        assert c.buf == b"", f"more than the STARTTLS reply: {c.buf!r}"
+        c.sock = ssl.create_default_context(cafile=pki.ca).wrap_socket(
+            c.sock, server_hostname="localhost")
+        assert c.cmd("EHLO lan.test")[0] == 250
+        code, text = c.cmd(f"RCPT TO:<{RCPT}>")
+        assert code == 503, f"plaintext MAIL pipelined before TLS was executed: {text}"
+    finally:
+        c.close()
+
+
+def test_sighup_reloads_config(daemon, gmail):
+    d = daemon()
+    sender = "someone@example.org"
+    assert send(d, mail_from=sender)[1] == 550      # no default_account yet
+    d.write_config(smtp={"default_account": DEFAULT_ACCOUNT})
+    d.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    while True:
+        result = send(d, mail_from=sender)
+        if result[1] == 250 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert result[1] == 250, result
+    assert_relayed(gmail, BODY, DEFAULT_ACCOUNT, sender, [RCPT])
+    assert d.proc.poll() is None, "SIGHUP stopped the daemon"
