@@ -15,6 +15,8 @@
  *   TLS failure / verification   451 4.7.5 upstream TLS ...
  *   no STARTTLS offered          451 4.7.4 upstream does not offer STARTTLS
  *   over the upstream's SIZE     552 5.3.4
+ *   over the account's daily     451 4.7.1, at once, nothing sent (SPEC 2:
+ *     message / recipient limit    rolling 24 h, counted here per account)
  *
  * Several recipients are all or nothing (see smtp_client.c): the client
  * gets one reply for the whole message, so a message is only sent when every
@@ -31,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/queue.h>
 #include <time.h>
 
@@ -49,6 +52,24 @@
 #define RELAY_UPSTREAM_TEXT_MAX	300	/* upstream text quoted to the client */
 #define RELAY_REPLY_TEXT_MAX	480	/* keeps the whole reply line under 512 */
 #define RELAY_LOG_TEXT_MAX	600
+#define RELAY_QUOTA_BUCKETS	1440	/* one-minute buckets: a rolling 24 h */
+#define RELAY_QUOTA_BUCKET_SECS	60
+
+/*
+ * Per-account counters of messages and recipients handed upstream in the
+ * last 24 hours, in one-minute buckets (bounded memory, ~17 KiB an
+ * account). A message counts when it is submitted and is taken off again
+ * if the upstream does not accept it. Counters live in memory: a restart
+ * forgets them (Google's own counter still applies).
+ */
+struct relay_quota {
+	TAILQ_ENTRY(relay_quota) entry;
+	char		account[VAULT_ADDR_MAX];
+	uint32_t	minute[RELAY_QUOTA_BUCKETS];
+	uint32_t	msgs[RELAY_QUOTA_BUCKETS];
+	uint32_t	rcpts[RELAY_QUOTA_BUCKETS];
+};
+TAILQ_HEAD(quota_list, relay_quota);
 
 struct relay_entry {
 	TAILQ_ENTRY(relay_entry) entry;
@@ -58,6 +79,8 @@ struct relay_entry {
 	void			*arg;
 	struct upstream_job	*job;
 	struct timespec		start;
+	struct relay_quota	*quota;		/* counted here, until the outcome */
+	uint32_t		quota_minute;
 };
 TAILQ_HEAD(relay_list, relay_entry);
 
@@ -68,6 +91,7 @@ struct relay {
 	struct evdns_base	*dns;
 	struct upstream_pool	*pool;
 	struct relay_list	entries;
+	struct quota_list	quotas;
 	int			draining;
 	void			(*drain_done)(void *);
 	void			*drain_arg;
@@ -95,6 +119,7 @@ relay_new(struct event_base *base, const struct config *cfg, struct credstore *c
 	r->cfg = cfg;
 	r->cs = cs;
 	TAILQ_INIT(&r->entries);
+	TAILQ_INIT(&r->quotas);
 	/* An asynchronous resolver keeps a slow DNS answer from stalling every
 	 * LAN session; without one, the blocking resolver still works. */
 	if ((r->dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS)) == NULL)
@@ -123,6 +148,7 @@ void
 relay_free(struct relay *r)
 {
 	struct relay_entry *e;
+	struct relay_quota *q;
 
 	if (r == NULL)
 		return;
@@ -133,6 +159,10 @@ relay_free(struct relay *r)
 	while ((e = TAILQ_FIRST(&r->entries)) != NULL) {
 		TAILQ_REMOVE(&r->entries, e, entry);
 		entry_free(e);
+	}
+	while ((q = TAILQ_FIRST(&r->quotas)) != NULL) {
+		TAILQ_REMOVE(&r->quotas, q, entry);
+		free(q);
 	}
 	free(r);
 }
@@ -283,6 +313,99 @@ elapsed_ms(const struct timespec *start)
 	    (now.tv_nsec - start->tv_nsec) / 1000000;
 }
 
+static uint32_t
+quota_now(void)
+{
+	return (uint32_t)((uint64_t)time(NULL) / RELAY_QUOTA_BUCKET_SECS);
+}
+
+static struct relay_quota *
+quota_find(struct relay *r, const char *account)
+{
+	struct relay_quota *q;
+
+	TAILQ_FOREACH(q, &r->quotas, entry)
+		if (strcasecmp(q->account, account) == 0)
+			return q;
+	if ((q = calloc(1, sizeof(*q))) == NULL)
+		return NULL;
+	strlcpy(q->account, account, sizeof(q->account));
+	TAILQ_INSERT_TAIL(&r->quotas, q, entry);
+	return q;
+}
+
+static void
+quota_sum(const struct relay_quota *q, uint32_t now, uint64_t *msgs, uint64_t *rcpts)
+{
+	size_t i;
+
+	*msgs = *rcpts = 0;
+	for (i = 0; i < RELAY_QUOTA_BUCKETS; i++) {
+		if (q->minute[i] == 0 || now - q->minute[i] >= RELAY_QUOTA_BUCKETS)
+			continue;
+		*msgs += q->msgs[i];
+		*rcpts += q->rcpts[i];
+	}
+}
+
+/*
+ * Count msg against its account's daily limits. Returns 0 (counted in e),
+ * or -1 with the 451 4.7.1 reply in res when it would exceed them.
+ */
+static int
+quota_take(struct relay *r, struct relay_entry *e, struct relay_result *res)
+{
+	struct cred_info info;
+	struct relay_quota *q;
+	uint64_t msgs, rcpts, max_msgs, max_rcpts;
+	uint32_t now = quota_now();
+	size_t i;
+
+	if (credstore_info(r->cs, e->msg->account, &info) != CRED_OK)
+		return 0;	/* the pool reports the missing account */
+	if ((q = quota_find(r, e->msg->account)) == NULL)
+		return 0;	/* out of memory: Google's own limit still holds */
+	max_msgs = info.daily_limit != 0 ? info.daily_limit : VAULT_DEFAULT_DAILY_LIMIT;
+	max_rcpts = info.daily_rcpt_limit != 0 ? info.daily_rcpt_limit : VAULT_DEFAULT_RCPT_LIMIT;
+	quota_sum(q, now, &msgs, &rcpts);
+	if (msgs + 1 > max_msgs || rcpts + e->msg->n_rcpts > max_rcpts) {
+		log_warn("event=quota account=%s messages=%llu/%llu recipients=%llu/%llu "
+		    "queue_id=%s rcpts=%zu action=refuse", e->msg->account,
+		    (unsigned long long)msgs, (unsigned long long)max_msgs,
+		    (unsigned long long)rcpts, (unsigned long long)max_rcpts, e->msg->queue_id,
+		    e->msg->n_rcpts);
+		result_set(res, 451, "4.7.1", "daily sending limit of %s reached (%llu messages, "
+		    "%llu recipients per 24 h); try again later", e->msg->account,
+		    (unsigned long long)max_msgs, (unsigned long long)max_rcpts);
+		return -1;
+	}
+	i = now % RELAY_QUOTA_BUCKETS;
+	if (q->minute[i] != now) {
+		q->minute[i] = now;
+		q->msgs[i] = 0;
+		q->rcpts[i] = 0;
+	}
+	q->msgs[i]++;
+	q->rcpts[i] += (uint32_t)e->msg->n_rcpts;
+	e->quota = q;
+	e->quota_minute = now;
+	return 0;
+}
+
+/* The upstream did not take it: it does not count. */
+static void
+quota_give_back(struct relay_entry *e)
+{
+	struct relay_quota *q = e->quota;
+	size_t i = e->quota_minute % RELAY_QUOTA_BUCKETS;
+
+	if (q == NULL || q->minute[i] != e->quota_minute)
+		return;
+	if (q->msgs[i] > 0)
+		q->msgs[i]--;
+	q->rcpts[i] = q->rcpts[i] > e->msg->n_rcpts ? q->rcpts[i] - (uint32_t)e->msg->n_rcpts : 0;
+}
+
 static void
 relay_done(void *arg, const struct smtp_outcome *o)
 {
@@ -292,6 +415,8 @@ relay_done(void *arg, const struct smtp_outcome *o)
 	char esc[RELAY_LOG_TEXT_MAX];
 
 	TAILQ_REMOVE(&r->entries, e, entry);
+	if (o->error != SMTP_ERR_NONE)
+		quota_give_back(e);
 	memset(&res, 0, sizeof(res));
 	relay_map(r, e->msg, o, &res);
 	log_info("event=relay mode=direct queue_id=%s account=%s client=%s rcpts=%zu size=%zu "
@@ -327,9 +452,15 @@ relay_submit(struct relay *r, struct relay_msg *msg, relay_cb *cb, void *arg,
 	e->cb = cb;
 	e->arg = arg;
 	clock_gettime(CLOCK_MONOTONIC, &e->start);
+	if (quota_take(r, e, res) == -1) {
+		free(e);
+		relay_msg_free(msg);
+		return -1;
+	}
 	/* A message waits for a session at most as long as one upstream step. */
 	if ((e->job = upstream_pool_send(r->pool, msg, r->cfg->upstream_timeout, relay_done,
 	    e)) == NULL) {
+		quota_give_back(e);
 		free(e);
 		goto fail;
 	}

@@ -55,6 +55,7 @@
 /* Stubs for what the real daemon gets from credential.c and vault/. */
 
 static uint32_t stub_version = 7;
+static uint64_t stub_daily_limit;	/* 0: the default */
 static int stub_fetches;
 static int stub_reports_ok, stub_reports_fail;
 static char stub_last_report[512];
@@ -93,6 +94,7 @@ credstore_info(struct credstore *cs, const char *account, struct cred_info *out)
 	strlcpy(out->address, account, sizeof(out->address));
 	out->upstream_tls = -1;
 	out->version = stub_version;
+	out->daily_limit = stub_daily_limit;
 	return CRED_OK;
 }
 
@@ -1611,6 +1613,46 @@ test_relay_cancel_and_drain(void **state)
 	fake_free(&f);
 }
 
+/* The account's daily limit: over it, 451 4.7.1 at once, nothing sent. */
+static void
+test_relay_daily_limit(void **state)
+{
+	static const char *const script[] = {
+		LOGIN_STEPS,
+		"C: MAIL FROM:<a@x.test> SIZE=2",
+		"C: RCPT TO:<r@y.test>",
+		"C: DATA",
+		"S: 250 OK\r\n250 OK\r\n354 go",
+		"C: m1",
+		"C: .",
+		"S: 250 2.0.0 OK id1",
+		"C: QUIT",
+		"S: 221 bye",
+		NULL,
+	};
+	struct rtest t;
+	struct fake f;
+	struct relay_result res;
+
+	stub_daily_limit = 1;
+	fake_start(&f, script, &cert_good);
+	rt_start(&t, f.port, 1);
+	rt_submit(&t, 0, msg_new("a@x.test", rcpt1, 1, "m1"));
+	rt_run_until(&t, &t.n_called, 1);
+	assert_int_equal(t.slot[0].res.code, 250);
+	assert_int_equal(relay_submit(t.r, msg_new("a@x.test", rcpt1, 1, "m2"), rt_cb,
+	    &t.slot[1], &res), -1);
+	assert_int_equal(res.code, 451);
+	assert_string_equal(res.enhanced, "4.7.1");
+	assert_non_null(strstr(res.text, "daily sending limit of u@x.test reached"));
+	rt_finish(&t);
+	stub_daily_limit = 0;
+	fake_finish(&f);
+	assert_false(f.failed);
+	assert_false(transcript_has(&f, "m2"));
+	fake_free(&f);
+}
+
 static void
 pool_cb(void *arg, const struct smtp_outcome *o)
 {
@@ -1713,6 +1755,7 @@ test_pool_idle(void **state)
 	cmocka_unit_test(test_relay_reply_mapping), \
 	cmocka_unit_test(test_relay_unreachable_and_tls), \
 	cmocka_unit_test(test_relay_cancel_and_drain), \
+	cmocka_unit_test(test_relay_daily_limit), \
 	cmocka_unit_test(test_pool_idle),
 
 int
