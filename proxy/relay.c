@@ -137,6 +137,13 @@ relay_new(struct event_base *base, const struct config *cfg, struct credstore *c
 	return r;
 }
 
+void
+relay_set_config(struct relay *r, const struct config *cfg)
+{
+	r->cfg = cfg;
+	upstream_pool_set_config(r->pool, cfg);
+}
+
 static void
 entry_free(struct relay_entry *e)
 {

@@ -53,6 +53,9 @@ struct relay;
 struct relay *relay_new(struct event_base *base, const struct config *cfg,
 	    struct credstore *cs);
 void	relay_free(struct relay *r);
+/* Swap in a reloaded configuration (SIGHUP): new upstream sessions use it.
+ * The relay stops referring to the old one before this returns. */
+void	relay_set_config(struct relay *r, const struct config *cfg);
 
 /*
  * Hand over msg (the relay takes ownership and frees it). cb is called
