@@ -140,7 +140,7 @@ server_on_hup(evutil_socket_t sig, short what, void *arg)
 	s->old = o;
 	s->cfg = n;
 	smtp_server_set_config(s->smtp, n);
-	/* TODO(relay): hand the new [upstream] settings to the relay. */
+	relay_set_config(s->relay, n);
 	server_free_old_configs(s, o->replaced, 0);
 	log_info("event=reload config=%s", s->cli->config_path);
 }
