@@ -2,7 +2,8 @@
  * vault.c: the vault file. Header encoding, key derivation (Argon2id or key
  * file, then crypto_kdf subkeys), sealing and opening the payload, the lock
  * that serialises writers, atomic durable writes, reloading a changed file,
- * and re-keying. The layout is described in vault_internal.h.
+ * updates by a handle opened read-only (the daemon's), re-keying, and the
+ * audit key. The layout is described in vault_internal.h.
  *
  * A failure never changes the vault file: a save writes a temporary file in
  * the same directory and renames it over the vault only once it is complete
@@ -29,6 +30,10 @@
 #define PATH_SUFFIX_ROOM	32
 #define FILE_MODE	0600
 #define MIB		(1024 * 1024)
+#define LOCK_WAIT_FOREVER	(-1)
+#define LOCK_POLL_MS		10	/* between tries of a bounded lock wait */
+#define NS_PER_SEC		1000000000LL
+#define NS_PER_MS		1000000L
 
 _Static_assert(VAULT_KEY_BYTES == crypto_kdf_KEYBYTES, "master key is a crypto_kdf key");
 _Static_assert(VAULT_KEY_BYTES == crypto_aead_xchacha20poly1305_ietf_KEYBYTES,
@@ -233,15 +238,15 @@ master_derive(const char *path, const struct vault_header *h,
 	return 0;
 }
 
-/* A subkey of a master key kept noaccess between uses. */
+/* A subkey of a guarded key (master, audit root) kept noaccess between uses. */
 static int
-master_subkey(unsigned char *master, uint64_t id, unsigned char *out)
+guarded_subkey(unsigned char *key, uint64_t id, unsigned char *out)
 {
 	int rc;
 
-	sodium_mprotect_readonly(master);
-	rc = crypto_kdf_derive_from_key(out, VAULT_KEY_BYTES, id, VAULT_KDF_CONTEXT, master);
-	sodium_mprotect_noaccess(master);
+	sodium_mprotect_readonly(key);
+	rc = crypto_kdf_derive_from_key(out, VAULT_KEY_BYTES, id, VAULT_KDF_CONTEXT, key);
+	sodium_mprotect_noaccess(key);
 	return rc;
 }
 
@@ -275,7 +280,7 @@ vault_seal(const char *path, struct vault_header *h, unsigned char *master,
 		goto done;
 	}
 	if (vault_payload_encode(d, generation, plain, plen, &plen) == -1 ||
-	    master_subkey(master, VAULT_SUBKEY_PAYLOAD, key) != 0) {
+	    guarded_subkey(master, VAULT_SUBKEY_PAYLOAD, key) != 0) {
 		snprintf(err, errlen, "cannot write vault %s: internal error", path);
 		goto done;
 	}
@@ -318,7 +323,7 @@ vault_unseal(const char *path, const struct vault_header *h, const uint8_t *file
 		snprintf(err, errlen, "cannot decrypt vault %s: out of memory", path);
 		goto done;
 	}
-	if (master_subkey(master, VAULT_SUBKEY_PAYLOAD, key) != 0) {
+	if (guarded_subkey(master, VAULT_SUBKEY_PAYLOAD, key) != 0) {
 		snprintf(err, errlen, "cannot decrypt vault %s: internal error", path);
 		goto done;
 	}
@@ -555,12 +560,33 @@ done:
 	return rc;
 }
 
-/* Exclusive flock on "path.lock"; returns the descriptor that holds it. */
-static int
-vault_lock(const char *path, char *err, size_t errlen)
+/* Whole milliseconds since since, rounded down (never reports too much). */
+static long
+elapsed_ms(const struct timespec *since)
 {
+	struct timespec now;
+	int64_t ns;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	ns = (int64_t)(now.tv_sec - since->tv_sec) * NS_PER_SEC +
+	    (now.tv_nsec - since->tv_nsec);
+	return (long)(ns / NS_PER_MS);
+}
+
+/*
+ * Exclusive flock on "path.lock"; returns the descriptor that holds it. With
+ * wait_ms LOCK_WAIT_FOREVER it waits as long as the holder takes (the CLI,
+ * whose user can give up with ^C); otherwise it tries for wait_ms at most,
+ * so that the daemon's event loop never stalls behind a command that holds
+ * the lock while it prompts for a password.
+ */
+static int
+vault_lock(const char *path, long wait_ms, char *err, size_t errlen)
+{
+	const struct timespec pause = { 0, LOCK_POLL_MS * NS_PER_MS };
 	char lockpath[PATH_MAX];
 	struct stat vst, lst;
+	struct timespec start;
 	int fd;
 
 	if ((size_t)snprintf(lockpath, sizeof(lockpath), "%s%s", path, LOCK_SUFFIX) >=
@@ -584,14 +610,26 @@ vault_lock(const char *path, char *err, size_t errlen)
 	    fchown(fd, vst.st_uid, vst.st_gid) == -1) {
 		/* Nothing to undo. */
 	}
-	while (flock(fd, LOCK_EX) == -1) {
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	while (flock(fd, wait_ms == LOCK_WAIT_FOREVER ? LOCK_EX : LOCK_EX | LOCK_NB) == -1) {
 		if (errno == EINTR)
 			continue;
-		snprintf(err, errlen, "cannot lock %s: %s", lockpath, strerror(errno));
-		close(fd);
-		return -1;
+		if (errno != EWOULDBLOCK) {
+			snprintf(err, errlen, "cannot lock %s: %s", lockpath,
+			    strerror(errno));
+			goto fail;
+		}
+		if (elapsed_ms(&start) >= wait_ms) {
+			snprintf(err, errlen, "vault %s is busy: another writer has held "
+			    "%s for %ld ms; try again later", path, lockpath, wait_ms);
+			goto fail;
+		}
+		(void)nanosleep(&pause, NULL);
 	}
 	return fd;
+fail:
+	close(fd);
+	return -1;
 }
 
 static int
@@ -650,7 +688,7 @@ vault_create(const char *path, const struct vault_keysrc *src, enum vault_kdf kd
 	sodium_mprotect_noaccess(master);
 	if (vault_seal(path, &h, master, &d, 1, &file, &flen, err, errlen) == -1)
 		goto done;
-	if ((lock_fd = vault_lock(path, err, errlen)) == -1)
+	if ((lock_fd = vault_lock(path, LOCK_WAIT_FOREVER, err, errlen)) == -1)
 		goto done;
 	if (vault_file_write(path, file, flen, 1, &id, &renamed, err, errlen) == -1)
 		goto done;
@@ -710,8 +748,9 @@ vault_open(const char *path, const struct vault_keysrc *src, int for_update,
 		 * lock may be stale: read again, and derive again only if a
 		 * rekey changed the KDF or salt meanwhile.
 		 */
-		if ((v->lock_fd = vault_lock(path, err, errlen)) == -1)
+		if ((v->lock_fd = vault_lock(path, LOCK_WAIT_FOREVER, err, errlen)) == -1)
 			goto done;
+		v->for_update = 1;
 		free(file);
 		file = NULL;
 		if (vault_file_read(path, &file, &flen, &id, err, errlen) == -1 ||
@@ -754,7 +793,8 @@ vault_save(struct vault *v, char *err, size_t errlen)
 		return -1;
 	}
 	if (v->lock_fd == -1) {
-		snprintf(err, errlen, "vault %s was opened read-only; cannot save it", v->path);
+		snprintf(err, errlen, "vault %s was opened read-only and no update is in "
+		    "progress; cannot save it", v->path);
 		return -1;
 	}
 	if (v->d.generation == UINT64_MAX) {
@@ -772,6 +812,7 @@ vault_save(struct vault *v, char *err, size_t errlen)
 		v->d.generation = generation;
 		v->fileid = id;
 		v->hdr = h;
+		v->dirty = 0;
 	}
 done:
 	free(file);
@@ -806,8 +847,12 @@ vault_changed_on_disk(const struct vault *v)
 	return !fileid_equal(&now, &v->fileid);
 }
 
-int
-vault_reload(struct vault *v, char *err, size_t errlen)
+/*
+ * Replace v's data with what the file holds now, decrypted with the cached
+ * master key. On failure v is unchanged.
+ */
+static int
+vault_reread(struct vault *v, char *err, size_t errlen)
 {
 	struct vault_header h;
 	struct vault_fileid id;
@@ -816,10 +861,6 @@ vault_reload(struct vault *v, char *err, size_t errlen)
 	size_t flen = 0;
 	int rc = -1;
 
-	if (v == NULL) {
-		snprintf(err, errlen, "no vault to reload");
-		return -1;
-	}
 	if (vault_file_read(v->path, &file, &flen, &id, err, errlen) == -1 ||
 	    header_parse(v->path, file, flen, &h, err, errlen) == -1)
 		goto done;
@@ -834,10 +875,74 @@ vault_reload(struct vault *v, char *err, size_t errlen)
 	vault_data_free(&v->d);
 	v->d = d;
 	v->fileid = id;
+	v->hdr = h;
+	v->dirty = 0;
 	rc = 0;
 done:
 	free(file);
 	return rc;
+}
+
+int
+vault_reload(struct vault *v, char *err, size_t errlen)
+{
+	if (v == NULL) {
+		snprintf(err, errlen, "no vault to reload");
+		return -1;
+	}
+	return vault_reread(v, err, errlen);
+}
+
+/*
+ * A handle opened for update holds the lock from open to close, so nobody
+ * else can have written: begin and end have nothing to do. A read-only
+ * handle takes the lock only for the update, with a bounded wait, and
+ * re-reads so that it modifies what is on disk now, not what it read when
+ * it last loaded.
+ */
+int
+vault_begin_update(struct vault *v, char *err, size_t errlen)
+{
+	int fd;
+
+	if (v == NULL) {
+		snprintf(err, errlen, "no vault to update");
+		return -1;
+	}
+	if (v->for_update)
+		return 0;
+	if (v->lock_fd != -1) {
+		snprintf(err, errlen, "an update of vault %s is already in progress",
+		    v->path);
+		return -1;
+	}
+	if ((fd = vault_lock(v->path, VAULT_UPDATE_LOCK_WAIT_MS, err, errlen)) == -1)
+		return -1;
+	if (vault_reread(v, err, errlen) == -1) {
+		close(fd);
+		return -1;
+	}
+	v->lock_fd = fd;
+	return 0;
+}
+
+void
+vault_end_update(struct vault *v)
+{
+	char err[256];
+
+	if (v == NULL || v->for_update || v->lock_fd == -1)
+		return;
+	/*
+	 * Changes that did not reach the file (no save, or a failed one) are
+	 * dropped while the lock still guarantees that the file is the one we
+	 * began with, so that v never serves what the file does not hold. If
+	 * even that read fails, v keeps them; nothing better is possible.
+	 */
+	if (v->dirty)
+		(void)vault_reread(v, err, sizeof(err));
+	close(v->lock_fd);		/* releases the flock */
+	v->lock_fd = -1;
 }
 
 int
@@ -851,7 +956,8 @@ vault_rekey(struct vault *v, const struct vault_keysrc *src, enum vault_kdf kdf,
 		snprintf(err, errlen, "no vault to re-key");
 		return -1;
 	}
-	if (v->lock_fd == -1) {
+	/* Not inside vault_begin_update(): the daemon never re-keys. */
+	if (!v->for_update) {
 		snprintf(err, errlen, "vault %s was opened read-only; cannot re-key it",
 		    v->path);
 		return -1;
@@ -875,6 +981,7 @@ vault_rekey(struct vault *v, const struct vault_keysrc *src, enum vault_kdf kdf,
 	sodium_free(v->master);
 	v->master = master;
 	v->hdr = h;
+	v->dirty = 1;
 	return 0;
 }
 
@@ -896,12 +1003,17 @@ vault_generation(const struct vault *v)
 	return v->d.generation;
 }
 
+/*
+ * From the audit root key in the payload, not from the master key: a rekey
+ * replaces the master key but keeps the root, so the chain written before it
+ * still verifies after it.
+ */
 int
 vault_derive_audit_key(const struct vault *v, unsigned char out[VAULT_KEY_BYTES])
 {
-	if (v == NULL || v->master == NULL)
+	if (v == NULL || v->d.audit_root == NULL)
 		return -1;
-	return master_subkey(v->master, VAULT_SUBKEY_AUDIT, out) == 0 ? 0 : -1;
+	return guarded_subkey(v->d.audit_root, VAULT_SUBKEY_AUDIT, out) == 0 ? 0 : -1;
 }
 
 void

@@ -31,6 +31,8 @@
 #define VAULT_MAX_ADMINS	64
 #define VAULT_FILE_MAX		(16u * 1024 * 1024)	/* refuse larger files unread */
 #define VAULT_HASH_MAX		128	/* crypto_pwhash_STRBYTES */
+/* Longest vault_begin_update() waits for another writer's lock. */
+#define VAULT_UPDATE_LOCK_WAIT_MS	1000
 
 #define VAULT_DEFAULT_DAILY_LIMIT	2000	/* Google Workspace: messages / day */
 #define VAULT_DEFAULT_RCPT_LIMIT	10000	/* Google Workspace: recipients / day */
@@ -111,13 +113,19 @@ int	vault_create(const char *path, const struct vault_keysrc *src,
  * Open and decrypt. With for_update, an exclusive lock ("path.lock") is held
  * from before the file is read until vault_close(), so that concurrent writers
  * serialize and never lose an update. The expensive key derivation happens
- * before the lock is taken.
+ * before the lock is taken. Without for_update (the daemon) no lock is held;
+ * such a handle writes only between vault_begin_update() and
+ * vault_end_update().
  */
 int	vault_open(const char *path, const struct vault_keysrc *src, int for_update,
 	    struct vault **out, char *err, size_t errlen)
 	    __attribute__((warn_unused_result));
 
-/* Write atomically (temp, fsync, rename, fsync dir). Needs for_update. */
+/*
+ * Write atomically (temp, fsync, rename, fsync dir). Needs the lock: a handle
+ * opened for_update, or one inside vault_begin_update(). May be called more
+ * than once.
+ */
 int	vault_save(struct vault *v, char *err, size_t errlen)
 	    __attribute__((warn_unused_result));
 
@@ -129,10 +137,37 @@ int	vault_changed_on_disk(const struct vault *v);
 
 /*
  * Re-read the file with the key already derived (no passphrase needed). Used
- * by the daemon to pick up CLI changes. On failure v is unchanged.
+ * by the daemon to pick up CLI changes. Fails if the file was re-keyed, since
+ * the new key needs the passphrase. On failure v is unchanged.
  */
 int	vault_reload(struct vault *v, char *err, size_t errlen)
 	    __attribute__((warn_unused_result));
+
+/*
+ * Take the exclusive lock and re-read the file with the cached key, so
+ * that changes made meanwhile by other writers are not lost. Then modify
+ * v, vault_save(v), and vault_end_update(v). On failure v is unchanged and
+ * no lock is held.
+ *
+ * For a handle opened read-only (the daemon's): waits at most
+ * VAULT_UPDATE_LOCK_WAIT_MS for another writer (a CLI command may hold the
+ * lock while it prompts), then fails with "is busy"; fails if the file was
+ * re-keyed since v was read, as vault_reload() does, and v stays usable with
+ * what it held; fails if an update is already in progress on v (which keeps
+ * that update and its lock). Changes made to v before the call are replaced
+ * by what the file holds. For a handle opened for_update, which holds the
+ * lock already and so cannot have missed a change, both calls do nothing.
+ * A child forked during an update shares the lock (it belongs to the open
+ * file description) until the child exits or execs.
+ */
+int	vault_begin_update(struct vault *v, char *err, size_t errlen)
+	    __attribute__((warn_unused_result));
+/*
+ * Releases the lock; safe if not held. Changes made since begin that were
+ * not saved (no vault_save(), or a failed one) are dropped first, so that v
+ * again holds what the file holds.
+ */
+void	vault_end_update(struct vault *v);
 
 enum vault_kdf	vault_kdf(const struct vault *v);
 const char	*vault_path(const struct vault *v);
@@ -177,12 +212,19 @@ int	vault_admin_verify(const struct vault *v, const char *name,
 	    const unsigned char *pw, size_t len)
 	    __attribute__((warn_unused_result));
 
-/* Re-encrypt under a new key source (new salt); takes effect at vault_save(). */
+/*
+ * Re-encrypt under a new key source (new salt); takes effect at vault_save().
+ * Needs a handle opened for_update. The audit key does not change.
+ */
 int	vault_rekey(struct vault *v, const struct vault_keysrc *src, enum vault_kdf kdf,
 	    char *err, size_t errlen)
 	    __attribute__((warn_unused_result));
 
-/* A subkey of the master key for the audit log's hash chain. */
+/*
+ * The key of the audit log's hash chain: a subkey of a key kept inside the
+ * vault, so audit entries stay verifiable across rekey; nobody without the
+ * vault key can compute it. Each vault has its own (made by vault_create).
+ */
 int	vault_derive_audit_key(const struct vault *v, unsigned char out[VAULT_KEY_BYTES])
 	    __attribute__((warn_unused_result));
 

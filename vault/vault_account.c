@@ -314,6 +314,7 @@ vault_account_add(struct vault *v, const struct vault_account *tmpl,
 	a->creds[0].secret = s;
 	a->n_creds = 1;
 	v->d.n_accounts++;
+	v->dirty = 1;
 	return 0;
 }
 
@@ -358,6 +359,7 @@ vault_account_rotate(struct vault *v, const char *addr, const unsigned char *sec
 	a->status = VAULT_STATUS_OK;
 	if (new_version != NULL)
 		*new_version = c->version;
+	v->dirty = 1;
 	return 0;
 }
 
@@ -383,6 +385,7 @@ vault_account_rollback(struct vault *v, const char *addr, time_t now,
 	a->status = VAULT_STATUS_OK;
 	if (now_current != NULL)
 		*now_current = a->current;
+	v->dirty = 1;
 	return 0;
 }
 
@@ -400,6 +403,7 @@ vault_account_remove(struct vault *v, const char *addr, char *err, size_t errlen
 	    (v->d.n_accounts - (size_t)i - 1) * sizeof(v->d.accounts[0]));
 	v->d.n_accounts--;
 	memset(&v->d.accounts[v->d.n_accounts], 0, sizeof(v->d.accounts[0]));
+	v->dirty = 1;
 	return 0;
 }
 
@@ -416,5 +420,6 @@ vault_account_set_status(struct vault *v, const char *addr, enum vault_status st
 	if ((a = account_lookup(v, addr, err, errlen)) == NULL)
 		return -1;
 	a->status = (uint32_t)st;
+	v->dirty = 1;
 	return 0;
 }

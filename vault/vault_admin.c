@@ -132,6 +132,7 @@ vault_admin_add(struct vault *v, const char *name, const unsigned char *pw, size
 	strlcpy(ad->name, name, sizeof(ad->name));
 	ad->created = (int64_t)now;
 	v->d.n_admins++;
+	v->dirty = 1;
 	return 0;
 }
 
@@ -148,6 +149,7 @@ vault_admin_remove(struct vault *v, const char *name, char *err, size_t errlen)
 	    (v->d.n_admins - (size_t)i - 1) * sizeof(v->d.admins[0]));
 	v->d.n_admins--;
 	memset(&v->d.admins[v->d.n_admins], 0, sizeof(v->d.admins[0]));
+	v->dirty = 1;
 	return 0;
 }
 

@@ -51,12 +51,18 @@
 #define VAULT_PASSPHRASE_MAX	1024	/* bytes of passphrase accepted */
 /* Highest enum upstream_tls value (proxy/config.h); -1 means "[upstream] tls". */
 #define VAULT_UPSTREAM_TLS_MAX	1
-#define VAULT_PAYLOAD_VERSION	1
+/* 2: the audit root key follows the generation. Version 1 never shipped. */
+#define VAULT_PAYLOAD_VERSION	2
 
-/* crypto_kdf_derive_from_key subkeys of the master key. */
+/*
+ * crypto_kdf_derive_from_key subkeys. The payload key is a subkey of the
+ * master key; the audit key is a subkey of the audit root key, a random key
+ * kept inside the payload, so that it survives a rekey.
+ */
 #define VAULT_KDF_CONTEXT	"smtpvalt"	/* crypto_kdf_CONTEXTBYTES long */
-#define VAULT_SUBKEY_PAYLOAD	1
-#define VAULT_SUBKEY_AUDIT	2
+#define VAULT_SUBKEY_PAYLOAD	1	/* of the master key */
+#define VAULT_SUBKEY_AUDIT	2	/* of the audit root key */
+#define VAULT_AUDIT_ROOT_BYTES	crypto_kdf_KEYBYTES
 
 /* The parsed header; the nonce matters only for the copy being read. */
 struct vault_header {
@@ -71,6 +77,7 @@ struct vault_header {
 /* Everything the payload holds; replaced as a whole by a reload. */
 struct vault_data {
 	uint64_t		generation;	/* bumped by every save */
+	unsigned char		*audit_root;	/* sodium_malloc, kept noaccess */
 	struct vault_account	*accounts;
 	size_t			n_accounts;
 	size_t			cap_accounts;
@@ -89,7 +96,9 @@ struct vault_fileid {
 
 struct vault {
 	char			path[PATH_MAX];
-	int			lock_fd;	/* -1 unless opened for update */
+	int			lock_fd;	/* -1 unless the lock is held */
+	int			for_update;	/* lock held from open to close */
+	int			dirty;		/* changed since last read or saved */
 	struct vault_header	hdr;		/* KDF and salt of master */
 	unsigned char		*master;	/* sodium_malloc, kept noaccess */
 	struct vault_data	d;
@@ -97,6 +106,10 @@ struct vault {
 };
 
 /* vault_payload.c */
+/*
+ * The data of a new, empty vault: no accounts, no admin users, and a fresh
+ * random audit root key. On failure nothing is left allocated.
+ */
 int	vault_data_init(struct vault_data *d);
 void	vault_data_free(struct vault_data *d);
 int	vault_data_reserve(struct vault_data *d, size_t n_accounts);

@@ -9,6 +9,7 @@
  *
  *	u16 payload version (VAULT_PAYLOAD_VERSION)
  *	u64 generation
+ *	32 bytes audit root key (random, made by vault_create, never all zero)
  *	u16 number of accounts, then for each account:
  *		str address; u16 number of aliases, then str each
  *		u64 daily limit; u64 daily recipient limit
@@ -19,6 +20,10 @@
  *			u32 version; i64 created; str secret
  *	u16 number of admin users, then for each:
  *		str name; str crypto_pwhash_str hash; i64 created
+ *
+ * The audit root key is the one secret that is not an App Password: the
+ * audit log's hash chain is keyed with a subkey of it. Being inside the
+ * payload, it is as safe as the App Passwords and outlives a rekey.
  *
  * The parser trusts nothing: every count and length is bounded before it is
  * used, every string is checked, and the payload must end exactly where the
@@ -74,6 +79,19 @@ w_uint(struct wbuf *w, uint64_t x, size_t width)
 	w_bytes(w, b, width);
 }
 
+/* A key in guarded memory, readable only while it is copied out. */
+static void
+w_guarded(struct wbuf *w, unsigned char *key, size_t n)
+{
+	if (w->p == NULL || w->overflow) {
+		w->off += n;		/* counting only, as w_bytes() does */
+		return;
+	}
+	sodium_mprotect_readonly(key);
+	w_bytes(w, key, n);
+	sodium_mprotect_noaccess(key);
+}
+
 static void
 w_str(struct wbuf *w, const void *s, size_t len)
 {
@@ -88,8 +106,11 @@ vault_payload_encode(const struct vault_data *d, uint64_t generation, uint8_t *b
 	struct wbuf w = { buf, cap, 0, 0 };
 	size_t i, j;
 
+	if (d->audit_root == NULL)
+		return -1;
 	w_uint(&w, VAULT_PAYLOAD_VERSION, 2);
 	w_uint(&w, generation, 8);
+	w_guarded(&w, d->audit_root, VAULT_AUDIT_ROOT_BYTES);
 	w_uint(&w, d->n_accounts, 2);
 	for (i = 0; i < d->n_accounts; i++) {
 		const struct vault_account *a = &d->accounts[i];
@@ -140,6 +161,17 @@ r_uint(struct rbuf *r, size_t width, uint64_t *out)
 		x |= (uint64_t)r->p[r->off + i] << (8 * i);
 	r->off += width;
 	*out = x;
+	return 0;
+}
+
+/* n raw bytes, left in place. */
+static int
+r_raw(struct rbuf *r, size_t n, const uint8_t **out)
+{
+	if (n > r->len - r->off)
+		return -1;
+	*out = r->p + r->off;
+	r->off += n;
 	return 0;
 }
 
@@ -342,6 +374,7 @@ vault_payload_parse(const uint8_t *buf, size_t len, struct vault_data *out,
 {
 	struct rbuf r = { buf, len, 0 };
 	struct vault_data d;
+	const uint8_t *root;
 	uint64_t x, n;
 	size_t i;
 	char why[VAULT_ADDR_MAX + 64] = "truncated";
@@ -357,7 +390,18 @@ vault_payload_parse(const uint8_t *buf, size_t len, struct vault_data *out,
 		    (unsigned long long)x);
 		goto fail;
 	}
-	if (r_uint(&r, 8, &d.generation) == -1 || r_uint(&r, 2, &n) == -1)
+	if (r_uint(&r, 8, &d.generation) == -1 ||
+	    r_raw(&r, VAULT_AUDIT_ROOT_BYTES, &root) == -1)
+		goto fail;
+	/* All zero is what a writer that forgot to make one would leave. */
+	if (sodium_is_zero(root, VAULT_AUDIT_ROOT_BYTES)) {
+		snprintf(why, sizeof(why), "no audit root key");
+		goto fail;
+	}
+	sodium_mprotect_readwrite(d.audit_root);
+	memcpy(d.audit_root, root, VAULT_AUDIT_ROOT_BYTES);
+	sodium_mprotect_noaccess(d.audit_root);
+	if (r_uint(&r, 2, &n) == -1)
 		goto fail;
 	if (n > VAULT_MAX_ACCOUNTS) {
 		snprintf(why, sizeof(why), "too many accounts");
@@ -412,8 +456,16 @@ int
 vault_data_init(struct vault_data *d)
 {
 	memset(d, 0, sizeof(*d));
-	d->admins = calloc(VAULT_MAX_ADMINS, sizeof(*d->admins));
-	return d->admins == NULL ? -1 : 0;
+	if (sodium_init() < 0)
+		return -1;
+	if ((d->admins = calloc(VAULT_MAX_ADMINS, sizeof(*d->admins))) == NULL ||
+	    (d->audit_root = sodium_malloc(VAULT_AUDIT_ROOT_BYTES)) == NULL) {
+		vault_data_free(d);
+		return -1;
+	}
+	randombytes_buf(d->audit_root, VAULT_AUDIT_ROOT_BYTES);
+	sodium_mprotect_noaccess(d->audit_root);
+	return 0;
 }
 
 int
@@ -448,5 +500,7 @@ vault_data_free(struct vault_data *d)
 		vault_account_wipe(&d->accounts[i]);
 	free(d->accounts);
 	free(d->admins);
+	if (d->audit_root != NULL)
+		sodium_free(d->audit_root);	/* wipes, whatever its protection */
 	memset(d, 0, sizeof(*d));
 }

@@ -2,7 +2,9 @@
  * test_vault.c: unit tests of the vault (vault.h): key sources, the file
  * format and its refusal of every damaged, truncated or foreign file, every
  * account and admin operation through a save and a re-open, re-keying,
- * locking and reloading, and the payload parser on arbitrary bytes.
+ * locking and reloading, updates by the daemon's read-only handle
+ * (vault_begin_update), the audit key across re-keys, and the payload parser
+ * on arbitrary bytes.
  *
  * Passphrase vaults use VAULT_KDF_INTERACTIVE and most tests use key-file
  * vaults, which need no KDF work, so that the suite stays fast.
@@ -16,6 +18,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -194,6 +197,61 @@ assert_secret(const struct vault_credential *c, const char *secret)
 	assert_int_equal(c->secret.len, strlen(secret));
 	assert_memory_equal(c->secret.buf, secret, c->secret.len);
 	assert_int_equal(c->secret.buf[c->secret.len], '\0');
+}
+
+/* A copy of the audit root key of d, for comparisons (tests only). */
+static void
+audit_root_of(const struct vault_data *d, unsigned char out[VAULT_AUDIT_ROOT_BYTES])
+{
+	assert_non_null(d->audit_root);
+	sodium_mprotect_readonly(d->audit_root);
+	memcpy(out, d->audit_root, VAULT_AUDIT_ROOT_BYTES);
+	sodium_mprotect_noaccess(d->audit_root);
+}
+
+static struct vault *
+open_ro(const char *path, const unsigned char *key)
+{
+	struct vault_keysrc src;
+	struct vault *v = NULL;
+	char err[ERRLEN];
+
+	src_key(&src, key);
+	if (vault_open(path, &src, 0, &v, err, sizeof(err)) != 0)
+		fail_msg("open %s: %s", path, err);
+	vault_keysrc_wipe(&src);
+	return v;
+}
+
+static struct vault *
+open_rw(const char *path, const unsigned char *key)
+{
+	struct vault_keysrc src;
+	struct vault *v = NULL;
+	char err[ERRLEN];
+
+	src_key(&src, key);
+	if (vault_open(path, &src, 1, &v, err, sizeof(err)) != 0)
+		fail_msg("open %s for update: %s", path, err);
+	vault_keysrc_wipe(&src);
+	return v;
+}
+
+/* Could another process take the vault's lock right now? */
+static int
+lock_is_free(const char *path)
+{
+	char lock[PATH_MAX];
+	int fd, free_now;
+
+	assert_true((size_t)snprintf(lock, sizeof(lock), "%s.lock", path) < sizeof(lock));
+	fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	free_now = flock(fd, LOCK_EX | LOCK_NB) == 0;
+	if (!free_now)
+		assert_int_equal(errno, EWOULDBLOCK);
+	close(fd);		/* releases it if we took it */
+	return free_now;
 }
 
 static int
@@ -438,7 +496,8 @@ test_create_open_keyfile(void **state)
 	vault_close(v);
 
 	buf = read_file(path, &len);
-	assert_int_equal(len, VAULT_HEADER_LEN + 2 + 8 + 2 + 2 + VAULT_TAG_BYTES);
+	assert_int_equal(len, VAULT_HEADER_LEN + 2 + 8 + VAULT_AUDIT_ROOT_BYTES + 2 + 2 +
+	    VAULT_TAG_BYTES);
 	assert_int_equal(buf[10], VAULT_KDF_KEYFILE);
 	free(buf);
 
@@ -1610,12 +1669,10 @@ test_open_for_update_rereads_under_lock(void **state)
 }
 
 static void
-test_generation_and_audit_key(void **state)
+test_generation(void **state)
 {
-	unsigned char k1[VAULT_KEY_BYTES], k2[VAULT_KEY_BYTES], k3[VAULT_KEY_BYTES];
-	unsigned char zero[VAULT_KEY_BYTES] = { 0 };
-	char path[PATH_MAX], path2[PATH_MAX];
-	struct vault *v, *w;
+	char path[PATH_MAX];
+	struct vault *v;
 	int i;
 
 	(void)state;
@@ -1625,22 +1682,478 @@ test_generation_and_audit_key(void **state)
 		v = kv_reopen(v);
 		assert_int_equal(vault_generation(v), (uint64_t)i);
 	}
+	vault_close(v);
+}
+
+/*
+ * The audit key comes from a random root kept in the payload: the same for
+ * a vault through saves, re-opens and re-keys, different for each vault,
+ * and not something the vault key alone (without the file) gives.
+ */
+static void
+test_audit_key(void **state)
+{
+	unsigned char k1[VAULT_KEY_BYTES], k2[VAULT_KEY_BYTES], old[VAULT_KEY_BYTES];
+	unsigned char root[VAULT_AUDIT_ROOT_BYTES], want[VAULT_KEY_BYTES];
+	unsigned char zero[VAULT_KEY_BYTES] = { 0 };
+	char path[PATH_MAX], path2[PATH_MAX], err[ERRLEN];
+	struct vault_keysrc keysrc, passsrc;
+	struct vault *v, *w, *r;
+	uint8_t *file;
+	size_t flen;
+
+	(void)state;
+	v = kv_new("audit.vault", path, sizeof(path));
 	assert_int_equal(vault_derive_audit_key(v, k1), 0);
+	assert_memory_not_equal(k1, zero, sizeof(k1));
+	assert_memory_not_equal(k1, test_key, sizeof(k1));
+	/* What it is: crypto_kdf subkey VAULT_SUBKEY_AUDIT of the root. */
+	audit_root_of(&v->d, root);
+	assert_int_equal(crypto_kdf_derive_from_key(want, sizeof(want), VAULT_SUBKEY_AUDIT,
+	    VAULT_KDF_CONTEXT, root), 0);
+	assert_memory_equal(k1, want, sizeof(k1));
+	/* What it no longer is: a subkey of the master key. */
+	assert_int_equal(crypto_kdf_derive_from_key(old, sizeof(old), VAULT_SUBKEY_AUDIT,
+	    VAULT_KDF_CONTEXT, test_key), 0);
+	assert_memory_not_equal(k1, old, sizeof(k1));
+
+	/* Saves, re-opens, a read-only handle, a reload. */
+	add_account(v, "alice@example.com", NULL, "secret");
 	v = kv_reopen(v);
 	assert_int_equal(vault_derive_audit_key(v, k2), 0);
 	assert_memory_equal(k1, k2, sizeof(k1));
-	assert_memory_not_equal(k1, zero, sizeof(k1));
-	assert_memory_not_equal(k1, test_key, sizeof(k1));
-	w = kv_new("gen2.vault", path2, sizeof(path2));
-	assert_int_equal(vault_derive_audit_key(w, k3), 0);
-	assert_memory_equal(k1, k3, sizeof(k1));	/* same key file, same audit key */
-	assert_int_equal(vault_derive_audit_key(NULL, k3), -1);
-	vault_close(w);
+	r = open_ro(path, test_key);
+	assert_int_equal(vault_derive_audit_key(r, k2), 0);
+	assert_memory_equal(k1, k2, sizeof(k1));
+	assert_int_equal(vault_reload(r, err, sizeof(err)), 0);
+	assert_int_equal(vault_derive_audit_key(r, k2), 0);
+	assert_memory_equal(k1, k2, sizeof(k1));
+	vault_close(r);
+
+	/* Re-key to another key file: same audit key before and after the save. */
+	src_key(&keysrc, other_key);
+	assert_int_equal(vault_rekey(v, &keysrc, VAULT_KDF_KEYFILE, err, sizeof(err)), 0);
+	assert_int_equal(vault_derive_audit_key(v, k2), 0);
+	assert_memory_equal(k1, k2, sizeof(k1));
+	assert_int_equal(vault_save(v, err, sizeof(err)), 0);
+	assert_int_equal(vault_derive_audit_key(v, k2), 0);
+	assert_memory_equal(k1, k2, sizeof(k1));
 	vault_close(v);
+	v = open_ro(path, other_key);
+	assert_int_equal(vault_derive_audit_key(v, k2), 0);
+	assert_memory_equal(k1, k2, sizeof(k1));
+	vault_close(v);
+
+	/* And to a passphrase, re-opened with it. */
+	v = open_rw(path, other_key);
+	src_pass(&passsrc, PASSPHRASE);
+	assert_int_equal(vault_rekey(v, &passsrc, VAULT_KDF_INTERACTIVE, err,
+	    sizeof(err)), 0);
+	assert_int_equal(vault_save(v, err, sizeof(err)), 0);
+	vault_close(v);
+	v = NULL;
+	assert_int_equal(vault_open(path, &passsrc, 0, &v, err, sizeof(err)), 0);
+	assert_int_equal(vault_derive_audit_key(v, k2), 0);
+	assert_memory_equal(k1, k2, sizeof(k1));
+	vault_close(v);
+
+	/* The root is never in the file in clear. */
+	file = read_file(path, &flen);
+	assert_no_encoding_of(file, flen, root, sizeof(root));
+	assert_no_encoding_of(file, flen, k1, sizeof(k1));
+	free(file);
+
+	/* Another vault under the very same key file has its own audit key. */
+	w = kv_new("audit2.vault", path2, sizeof(path2));
+	assert_int_equal(vault_derive_audit_key(w, k2), 0);
+	assert_memory_not_equal(k1, k2, sizeof(k1));
+	vault_close(w);
+
+	assert_int_equal(vault_derive_audit_key(NULL, k2), -1);
 	vault_close(NULL);
+	sodium_memzero(root, sizeof(root));
+	vault_keysrc_wipe(&keysrc);
+	vault_keysrc_wipe(&passsrc);
+}
+
+/* ---------------------------------------------- updates by a read-only handle */
+
+/*
+ * The daemon's handle A (read-only, key derived once) and the CLI's B (for
+ * update): each sees the other's changes and neither loses one.
+ */
+static void
+test_update_read_only_handle(void **state)
+{
+	char path[PATH_MAX], err[ERRLEN];
+	const struct vault_account *a;
+	struct vault *A, *B;
+	uint64_t gen;
+
+	(void)state;
+	B = kv_new("update.vault", path, sizeof(path));
+	add_account(B, "alice@example.com", NULL, "alice-1");
+	assert_int_equal(vault_save(B, err, sizeof(err)), 0);
+	vault_close(B);
+	A = open_ro(path, test_key);
+	assert_true(lock_is_free(path));
+
+	B = open_rw(path, test_key);
+	add_account(B, "bob@example.com", "sales@example.com", "bob-1");
+	assert_int_equal(vault_save(B, err, sizeof(err)), 0);
+	vault_close(B);
+
+	/* Without an update, A neither sees B's account nor may save. */
+	assert_null(vault_account_find(A, "bob@example.com"));
+	assert_int_equal(vault_account_set_status(A, "alice@example.com",
+	    VAULT_STATUS_AUTH_FAILED, err, sizeof(err)), 0);
+	assert_int_equal(vault_save(A, err, sizeof(err)), -1);
+	assert_err(err, "opened read-only");
+
+	assert_int_equal(vault_begin_update(A, err, sizeof(err)), 0);
+	assert_false(lock_is_free(path));
+	assert_int_equal(vault_changed_on_disk(A), 0);
+	assert_secret(vault_account_current(vault_account_find(A, "sales@example.com")),
+	    "bob-1");
+	/* What A changed before begin was replaced by the file's state. */
+	assert_int_equal(vault_account_find(A, "alice@example.com")->status,
+	    VAULT_STATUS_OK);
+	gen = vault_generation(A);
+	assert_int_equal(vault_account_set_status(A, "bob@example.com",
+	    VAULT_STATUS_AUTH_FAILED, err, sizeof(err)), 0);
+	assert_int_equal(vault_save(A, err, sizeof(err)), 0);
+	/* More than one save in an update is fine. */
+	assert_int_equal(vault_account_rotate(A, "alice@example.com",
+	    (const unsigned char *)"alice-2", 7, NOW, NULL, err, sizeof(err)), 0);
+	assert_int_equal(vault_save(A, err, sizeof(err)), 0);
+	assert_int_equal(vault_generation(A), gen + 2);
+	assert_int_equal(vault_changed_on_disk(A), 0);
+	/* The daemon's handle never re-keys, even inside an update. */
+	{
+		struct vault_keysrc other;
+
+		src_key(&other, other_key);
+		assert_int_equal(vault_rekey(A, &other, VAULT_KDF_KEYFILE, err,
+		    sizeof(err)), -1);
+		assert_err(err, "opened read-only");
+		vault_keysrc_wipe(&other);
+	}
+	vault_end_update(A);
+	assert_true(lock_is_free(path));
+	vault_end_update(A);		/* not held: nothing to do */
+	vault_end_update(NULL);
+	assert_int_equal(vault_save(A, err, sizeof(err)), -1);
+	assert_err(err, "opened read-only");
+	/* Still A's own saved state after end. */
+	assert_int_equal(vault_account_find(A, "bob@example.com")->status,
+	    VAULT_STATUS_AUTH_FAILED);
+
+	/* B's next open sees both its account and A's changes. */
+	B = open_rw(path, test_key);
+	a = vault_account_find(B, "bob@example.com");
+	assert_non_null(a);
+	assert_int_equal(a->status, VAULT_STATUS_AUTH_FAILED);
+	assert_secret(vault_account_current(vault_account_find(B, "alice@example.com")),
+	    "alice-2");
+	assert_int_equal(vault_generation(B), gen + 2);
+	vault_close(B);
+	vault_close(A);
+}
+
+/*
+ * Between begin and end the lock is held against another process's
+ * vault_open(for_update): the child's open returns only after end, and its
+ * update is made on top of A's. The child is forked before begin: a child
+ * forked inside an update would share the parent's lock (flock belongs to
+ * the open file description) until it exits or execs.
+ */
+static void
+test_update_holds_lock_until_end(void **state)
+{
+	char path[PATH_MAX], err[ERRLEN], c;
+	struct pollfd pfd;
+	struct vault *A, *v;
+	int go[2], got[2], status;
+	pid_t pid;
+
+	(void)state;
+	v = kv_new("update-lock.vault", path, sizeof(path));
+	add_account(v, "alice@example.com", NULL, "alice-1");
+	assert_int_equal(vault_save(v, err, sizeof(err)), 0);
+	vault_close(v);
+
+	/* The child holds no copy of A either (valgrind would call it a leak). */
+	assert_int_equal(pipe(go), 0);
+	assert_int_equal(pipe(got), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct vault_keysrc src;
+		struct vault_account t;
+		int ok;
+
+		close(go[1]);
+		close(got[0]);
+		src_key(&src, test_key);
+		v = NULL;
+		ok = read(go[0], &c, 1) == 1;
+		ok = ok && vault_open(path, &src, 1, &v, err, sizeof(err)) == 0;
+		ok = ok && write(got[1], "x", 1) == 1;
+		/* The parent's change must be there already. */
+		ok = ok && vault_account_find(v, "alice@example.com")->status ==
+		    VAULT_STATUS_AUTH_FAILED;
+		tmpl_init(&t, "carol@example.com", NULL, NULL);
+		ok = ok && vault_account_add(v, &t, (const unsigned char *)"c", 1, NOW,
+		    err, sizeof(err)) == 0 && vault_save(v, err, sizeof(err)) == 0;
+		if (!ok)
+			fprintf(stderr, "child: %s\n", err);
+		vault_close(v);
+		vault_keysrc_wipe(&src);
+		_exit(ok ? 0 : 1);
+	}
+	close(go[0]);
+	close(got[1]);
+	A = open_ro(path, test_key);
+	assert_int_equal(vault_begin_update(A, err, sizeof(err)), 0);
+	assert_int_equal(write(go[1], "g", 1), 1);
+	close(go[1]);
+	pfd.fd = got[0];
+	pfd.events = POLLIN;
+	assert_int_equal(poll(&pfd, 1, 300), 0);	/* the child is waiting */
+	assert_int_equal(vault_account_set_status(A, "alice@example.com",
+	    VAULT_STATUS_AUTH_FAILED, err, sizeof(err)), 0);
+	assert_int_equal(vault_save(A, err, sizeof(err)), 0);
+	assert_int_equal(poll(&pfd, 1, 100), 0);	/* still, after the save */
+	vault_end_update(A);
+	assert_int_equal(read(got[0], &c, 1), 1);	/* now it has the lock */
+	close(got[0]);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+	assert_int_equal(vault_changed_on_disk(A), 1);
+	assert_int_equal(vault_reload(A, err, sizeof(err)), 0);
+	assert_non_null(vault_account_find(A, "carol@example.com"));
+	assert_int_equal(vault_account_find(A, "alice@example.com")->status,
+	    VAULT_STATUS_AUTH_FAILED);
+	vault_close(A);
+}
+
+/*
+ * begin waits for a writer that lets go soon, and gives up on one that does
+ * not within VAULT_UPDATE_LOCK_WAIT_MS, leaving A as it was and unlocked.
+ */
+static void
+test_update_waits_bounded(void **state)
+{
+	char path[PATH_MAX], lock[PATH_MAX], err[ERRLEN], c;
+	struct timespec t0;
+	struct vault *A, *B;
+	int ready[2], status;
+	pid_t pid;
+
+	(void)state;
+	B = kv_new("update-wait.vault", path, sizeof(path));
+	add_account(B, "alice@example.com", NULL, "alice-1");
+	assert_int_equal(vault_save(B, err, sizeof(err)), 0);
+	vault_close(B);
+	assert_true((size_t)snprintf(lock, sizeof(lock), "%s.lock", path) < sizeof(lock));
+
+	/* A writer holding the lock for a moment: begin waits for it. */
+	assert_int_equal(pipe(ready), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int fd = open(lock, O_RDWR | O_CLOEXEC);
+
+		close(ready[0]);
+		if (fd == -1 || flock(fd, LOCK_EX) == -1 || write(ready[1], "x", 1) != 1)
+			_exit(1);
+		usleep(200 * 1000);
+		_exit(0);		/* exiting releases the lock */
+	}
+	close(ready[1]);
+	A = open_ro(path, test_key);
+	assert_int_equal(read(ready[0], &c, 1), 1);
+	close(ready[0]);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	if (vault_begin_update(A, err, sizeof(err)) != 0)
+		fail_msg("begin: %s", err);
+	assert_true(elapsed(&t0) >= 0.1);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	vault_end_update(A);
+
+	/* A writer that keeps it (a CLI command at a prompt): begin gives up. */
+	B = open_rw(path, test_key);
+	add_account(B, "bob@example.com", NULL, "bob-1");
+	assert_int_equal(vault_save(B, err, sizeof(err)), 0);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	assert_int_equal(vault_begin_update(A, err, sizeof(err)), -1);
+	assert_true(elapsed(&t0) >= VAULT_UPDATE_LOCK_WAIT_MS / 1000.0);
+	assert_err(err, "is busy");
+	assert_err(err, path);
+	assert_int_equal(vault_account_count(A), 1);
+	assert_int_equal(vault_save(A, err, sizeof(err)), -1);
+	vault_close(B);
+	assert_true(lock_is_free(path));
+
+	/* And works once the writer is gone. */
+	assert_int_equal(vault_begin_update(A, err, sizeof(err)), 0);
+	assert_int_equal(vault_account_count(A), 2);
+	vault_end_update(A);
+	vault_close(A);
+}
+
+/* A re-key needs a passphrase the daemon does not have: begin says so. */
+static void
+test_update_after_rekey_fails(void **state)
+{
+	unsigned char k1[VAULT_KEY_BYTES], k2[VAULT_KEY_BYTES];
+	char path[PATH_MAX], err[ERRLEN];
+	struct vault_keysrc other;
+	struct vault *A, *B;
+
+	(void)state;
+	B = kv_new("update-rekey.vault", path, sizeof(path));
+	add_account(B, "alice@example.com", NULL, "alice-1");
+	assert_int_equal(vault_save(B, err, sizeof(err)), 0);
+	vault_close(B);
+	A = open_ro(path, test_key);
+	assert_int_equal(vault_derive_audit_key(A, k1), 0);
+
+	B = open_rw(path, test_key);
+	src_key(&other, other_key);
+	assert_int_equal(vault_rekey(B, &other, VAULT_KDF_KEYFILE, err, sizeof(err)), 0);
+	add_account(B, "bob@example.com", NULL, "bob-1");
+	assert_int_equal(vault_save(B, err, sizeof(err)), 0);
+	vault_close(B);
+
+	assert_int_equal(vault_begin_update(A, err, sizeof(err)), -1);
+	assert_err(err, "was re-keyed");
+	assert_err(err, path);
+	assert_true(lock_is_free(path));
+	/* A keeps serving what it had. */
+	assert_int_equal(vault_account_count(A), 1);
+	assert_secret(vault_account_current(vault_account_find(A, "alice@example.com")),
+	    "alice-1");
+	assert_int_equal(vault_derive_audit_key(A, k2), 0);
+	assert_memory_equal(k1, k2, sizeof(k1));
+	assert_int_equal(vault_save(A, err, sizeof(err)), -1);
+	vault_end_update(A);
+	assert_int_equal(vault_begin_update(A, err, sizeof(err)), -1);
+	assert_err(err, "was re-keyed");
+	vault_close(A);
+
+	/* The new key opens it, with the audit key of before the re-key. */
+	A = open_ro(path, other_key);
+	assert_int_equal(vault_account_count(A), 2);
+	assert_int_equal(vault_derive_audit_key(A, k2), 0);
+	assert_memory_equal(k1, k2, sizeof(k1));
+	vault_close(A);
+	vault_keysrc_wipe(&other);
+}
+
+/* end drops what was not saved, so the daemon never serves what the file lacks. */
+static void
+test_update_end_drops_unsaved(void **state)
+{
+	char path[PATH_MAX], tmp[PATH_MAX], err[ERRLEN];
+	struct vault *A, *B;
+
+	(void)state;
+	B = kv_new("update-drop.vault", path, sizeof(path));
+	add_account(B, "alice@example.com", NULL, "alice-1");
+	assert_int_equal(vault_save(B, err, sizeof(err)), 0);
+	vault_close(B);
+	A = open_ro(path, test_key);
+
+	/* Abandoned: no save. */
+	assert_int_equal(vault_begin_update(A, err, sizeof(err)), 0);
+	add_account(A, "bob@example.com", NULL, "bob-1");
+	assert_int_equal(vault_admin_add(A, "root", (const unsigned char *)"pw", 2, NOW,
+	    err, sizeof(err)), 0);
+	vault_end_update(A);
+	assert_null(vault_account_find(A, "bob@example.com"));
+	assert_int_equal(vault_admin_count(A), 0);
+
+	/* A failed save. */
+	assert_true((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid()) <
+	    sizeof(tmp));
+	assert_int_equal(vault_begin_update(A, err, sizeof(err)), 0);
+	assert_int_equal(vault_account_remove(A, "alice@example.com", err, sizeof(err)), 0);
+	assert_int_equal(mkdir(tmp, 0700), 0);
+	assert_int_equal(vault_save(A, err, sizeof(err)), -1);
+	assert_int_equal(rmdir(tmp), 0);
+	vault_end_update(A);
+	assert_non_null(vault_account_find(A, "alice@example.com"));
+
+	/* Saved, then changed again: the save stays, the later change goes. */
+	assert_int_equal(vault_begin_update(A, err, sizeof(err)), 0);
+	add_account(A, "carol@example.com", NULL, "carol-1");
+	assert_int_equal(vault_save(A, err, sizeof(err)), 0);
+	assert_int_equal(vault_account_set_status(A, "carol@example.com",
+	    VAULT_STATUS_AUTH_FAILED, err, sizeof(err)), 0);
+	vault_end_update(A);
+	assert_int_equal(vault_account_find(A, "carol@example.com")->status,
+	    VAULT_STATUS_OK);
+	assert_int_equal(vault_account_count(A), 2);
+	assert_int_equal(vault_changed_on_disk(A), 0);
+	vault_close(A);
+
+	B = open_ro(path, test_key);
+	assert_int_equal(vault_account_count(B), 2);
+	assert_null(vault_account_find(B, "bob@example.com"));
+	vault_close(B);
+}
+
+/*
+ * A handle opened for update holds the lock already: begin and end do
+ * nothing, not even drop unsaved changes. On a read-only handle a second
+ * begin is refused and keeps the first update.
+ */
+static void
+test_update_nesting_and_for_update(void **state)
+{
+	char path[PATH_MAX], err[ERRLEN];
+	struct vault *A, *B;
+
+	(void)state;
+	B = kv_new("update-rw.vault", path, sizeof(path));
+	assert_false(lock_is_free(path));
+	assert_int_equal(vault_begin_update(B, err, sizeof(err)), 0);
+	add_account(B, "alice@example.com", NULL, "alice-1");
+	assert_int_equal(vault_save(B, err, sizeof(err)), 0);
+	add_account(B, "bob@example.com", NULL, "bob-1");
+	vault_end_update(B);
+	assert_false(lock_is_free(path));
+	assert_non_null(vault_account_find(B, "bob@example.com"));
+	assert_int_equal(vault_save(B, err, sizeof(err)), 0);
+	vault_close(B);
+	assert_true(lock_is_free(path));
+
+	A = open_ro(path, test_key);
+	assert_int_equal(vault_begin_update(A, err, sizeof(err)), 0);
+	assert_int_equal(vault_begin_update(A, err, sizeof(err)), -1);
+	assert_err(err, "already in progress");
+	assert_false(lock_is_free(path));
+	assert_int_equal(vault_account_remove(A, "bob@example.com", err, sizeof(err)), 0);
+	assert_int_equal(vault_save(A, err, sizeof(err)), 0);
+	vault_end_update(A);
+	assert_true(lock_is_free(path));
+	assert_int_equal(vault_begin_update(NULL, err, sizeof(err)), -1);
+	vault_close(A);
+
+	A = open_ro(path, test_key);
+	assert_int_equal(vault_account_count(A), 1);
+	vault_close(A);
 }
 
 /* ----------------------------------------------------------------- payload */
+
+/* Offsets into the encoding of sample_data(), for targeted corruption. */
+#define OFF_AUDIT_ROOT	10	/* after version and generation */
+#define OFF_ACCOUNTS	(OFF_AUDIT_ROOT + VAULT_AUDIT_ROOT_BYTES)	/* u16 */
+#define OFF_ADDR0	(OFF_ACCOUNTS + 2)
 
 static void
 sample_data(struct vault_data *d)
@@ -1701,6 +2214,7 @@ encode(const struct vault_data *d, uint64_t gen, size_t *len)
 static void
 test_payload_roundtrip(void **state)
 {
+	unsigned char root[VAULT_AUDIT_ROOT_BYTES], root2[VAULT_AUDIT_ROOT_BYTES];
 	struct vault_data d, p;
 	char err[ERRLEN];
 	uint8_t *buf;
@@ -1712,6 +2226,11 @@ test_payload_roundtrip(void **state)
 	assert_int_equal(vault_payload_encode(&d, 77, buf, len - 1, &len), -1);
 	assert_int_equal(vault_payload_parse(buf, len, &p, err, sizeof(err)), 0);
 	assert_int_equal(p.generation, 77);
+	audit_root_of(&d, root);
+	audit_root_of(&p, root2);
+	assert_memory_equal(root, root2, sizeof(root));
+	assert_memory_equal(buf + OFF_AUDIT_ROOT, root, sizeof(root));
+	assert_false(sodium_is_zero(root, sizeof(root)));
 	assert_int_equal(p.n_accounts, 2);
 	assert_string_equal(p.accounts[0].aliases[1], "info@example.com");
 	assert_int_equal(p.accounts[0].created, -5);
@@ -1728,10 +2247,6 @@ test_payload_roundtrip(void **state)
 	vault_data_free(&d);
 	free(buf);
 }
-
-/* Offsets into the encoding of sample_data(), for targeted corruption. */
-#define OFF_ACCOUNTS	10	/* u16 after version and generation */
-#define OFF_ADDR0	12
 
 struct payload_case {
 	const char	*name;
@@ -1766,12 +2281,16 @@ static void mut_bad_hash(struct vault_data *d)
 { strlcpy(d->admins[0].hash, "plaintext", VAULT_HASH_MAX); }
 static void mut_no_creds_current(struct vault_data *d)
 { vault_secret_wipe(&d->accounts[1].creds[0].secret); d->accounts[1].n_creds = 0; }
+static void mut_zero_audit_root(struct vault_data *d)
+{ sodium_mprotect_readwrite(d->audit_root);
+  sodium_memzero(d->audit_root, VAULT_AUDIT_ROOT_BYTES);
+  sodium_mprotect_noaccess(d->audit_root); }
 
 static void
 test_payload_refusals(void **state)
 {
 	const struct payload_case cases[] = {
-		{ "version", NULL, 0, 0, "unknown payload version" },
+		{ "no audit root", mut_zero_audit_root, 0, 0, "no audit root key" },
 		{ "too many accounts", NULL, OFF_ACCOUNTS, VAULT_MAX_ACCOUNTS + 1,
 		    "too many accounts" },
 		{ "accounts beyond data", NULL, OFF_ACCOUNTS, 900, "" },
@@ -1792,6 +2311,7 @@ test_payload_refusals(void **state)
 		{ "bad admin name", mut_bad_admin_name, 0, 0, "bad admin" },
 		{ "bad admin hash", mut_bad_hash, 0, 0, "bad admin" },
 	};
+	static const uint16_t other_versions[] = { 0, 1, VAULT_PAYLOAD_VERSION + 1, 0xffff };
 	struct vault_data d, p;
 	char err[ERRLEN];
 	uint8_t *buf;
@@ -1805,8 +2325,6 @@ test_payload_refusals(void **state)
 		if (c->mutate != NULL)
 			c->mutate(&d);
 		buf = encode(&d, 1, &len);
-		if (i == 0)
-			buf[0] = 2;
 		if (c->patch_at != 0) {
 			buf[c->patch_at] = (uint8_t)c->patch;
 			buf[c->patch_at + 1] = (uint8_t)(c->patch >> 8);
@@ -1816,6 +2334,18 @@ test_payload_refusals(void **state)
 			fail_msg("%s: accepted", c->name);
 		assert_err(err, "vault payload is malformed");
 		assert_err(err, c->want);
+		vault_data_free(&d);
+		free(buf);
+	}
+
+	/* Every payload version but ours; 1 had no audit root key. */
+	for (i = 0; i < sizeof(other_versions) / sizeof(other_versions[0]); i++) {
+		sample_data(&d);
+		buf = encode(&d, 1, &len);
+		buf[0] = (uint8_t)other_versions[i];
+		buf[1] = (uint8_t)(other_versions[i] >> 8);
+		assert_int_equal(vault_payload_parse(buf, len, &p, err, sizeof(err)), -1);
+		assert_err(err, "unknown payload version");
 		vault_data_free(&d);
 		free(buf);
 	}
@@ -1857,8 +2387,8 @@ test_payload_fuzz(void **state)
 		if (len >= 2 && (i & 1)) {
 			buf[0] = VAULT_PAYLOAD_VERSION;
 			buf[1] = 0;
-			if (len >= 12)
-				buf[11] = 0;	/* a small account count */
+			if (len > OFF_ACCOUNTS + 1)
+				buf[OFF_ACCOUNTS + 1] = 0;	/* a small account count */
 		}
 		if (vault_payload_parse(buf, len, &p, err, sizeof(err)) == 0) {
 			parsed++;
@@ -2006,7 +2536,14 @@ main(void)
 		cmocka_unit_test(test_save_failure_leaves_file),
 		cmocka_unit_test(test_changed_on_disk_and_reload),
 		cmocka_unit_test(test_open_for_update_rereads_under_lock),
-		cmocka_unit_test(test_generation_and_audit_key),
+		cmocka_unit_test(test_generation),
+		cmocka_unit_test(test_audit_key),
+		cmocka_unit_test(test_update_read_only_handle),
+		cmocka_unit_test(test_update_holds_lock_until_end),
+		cmocka_unit_test(test_update_waits_bounded),
+		cmocka_unit_test(test_update_after_rekey_fails),
+		cmocka_unit_test(test_update_end_drops_unsaved),
+		cmocka_unit_test(test_update_nesting_and_for_update),
 		cmocka_unit_test(test_payload_roundtrip),
 		cmocka_unit_test(test_payload_refusals),
 		cmocka_unit_test(test_payload_fuzz),
