@@ -13,11 +13,14 @@
 
 #include <sodium.h>
 
+#include "audit.h"
 #include "log.h"
+#include "metrics.h"
 #include "util.h"
 
 struct credstore {
 	struct vault	*vault;
+	struct audit	*audit;
 };
 
 struct credstore *
@@ -98,10 +101,35 @@ cred_wipe(struct cred *c)
 	sodium_memzero(c, sizeof(*c));
 }
 
+void
+credstore_set_audit(struct credstore *cs, struct audit *a)
+{
+	cs->audit = a;
+}
+
+/* Persist an account's status under the vault lock (re-read first, so a
+ * concurrent CLI change is kept). The key is cached: no KDF run. */
+static int
+credstore_persist_status(struct credstore *cs, const char *account, enum vault_status st,
+    char *err, size_t errlen)
+{
+	int rc = -1;
+
+	if (vault_begin_update(cs->vault, err, errlen) == -1)
+		return -1;
+	if (vault_account_find(cs->vault, account) != NULL &&
+	    vault_account_set_status(cs->vault, account, st, err, errlen) == 0 &&
+	    vault_save(cs->vault, err, errlen) == 0)
+		rc = 0;
+	vault_end_update(cs->vault);
+	return rc;
+}
+
 /*
- * The flag is written into the vault so that the CLI's "account list" and
- * the admin page see it. The write takes the vault lock; the key is already
- * derived, so reopening for update costs one file read, not a KDF run.
+ * The upstream's verdict on a credential version. A refusal is logged,
+ * counted, audited once per version, and written into the vault as the
+ * account's status so that "account list" and the admin page show it;
+ * the next success (or a rotation) clears it.
  */
 void
 credstore_report_auth(struct credstore *cs, const char *account, uint32_t version,
@@ -110,16 +138,28 @@ credstore_report_auth(struct credstore *cs, const char *account, uint32_t versio
 	const struct vault_account *a;
 	char err[512], esc[512];
 	enum vault_status want = ok ? VAULT_STATUS_OK : VAULT_STATUS_AUTH_FAILED;
+	json_t *ev;
 
-	if (!ok)
+	if (!ok) {
 		log_err("event=auth_failed account=%s version=%u reply=\"%s\"",
 		    account, version, log_escape(esc, sizeof(esc), reply, strlen(reply)));
+		metrics_auth_failure(account);
+	}
 	if ((a = vault_account_find(cs->vault, account)) == NULL)
 		return;
 	/* Only the current version's result says anything about the account. */
 	if (a->current != version || a->status == (uint32_t)want)
 		return;
-	if (vault_account_set_status(cs->vault, account, want, err, sizeof(err)) == -1)
+	if (!ok && cs->audit != NULL) {
+		ev = audit_account_event(AUDIT_ACCOUNT_AUTH_FAILED, account, version, "daemon",
+		    NULL);
+		if (ev == NULL || audit_set_str(ev, "upstream_reply", reply) == -1 ||
+		    audit_append(cs->audit, ev, err, sizeof(err)) == -1)
+			log_err("event=audit_failed account=%s error=\"%s\"", account,
+			    ev == NULL ? "out of memory" : err);
+		json_decref(ev);
+	}
+	if (credstore_persist_status(cs, account, want, err, sizeof(err)) == -1)
 		log_warn("event=vault_status_update account=%s error=\"%s\"", account, err);
 }
 

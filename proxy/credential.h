@@ -36,6 +36,7 @@ struct cred {
 };
 
 struct credstore;
+struct audit;
 
 /* Takes ownership of v (opened read-only, or for_update == 0). */
 struct credstore *credstore_new(struct vault *v);
@@ -59,6 +60,9 @@ void	credstore_report_auth(struct credstore *cs, const char *account,
 /* Pick up changes written by the CLI. Returns 1 if reloaded, 0 if unchanged,
  * -1 on error (the old contents stay in use). Cheap enough for a 1 s timer. */
 int	credstore_maybe_reload(struct credstore *cs);
+
+/* Record account events (a refused credential) in this audit log. */
+void	credstore_set_audit(struct credstore *cs, struct audit *a);
 
 /* The audit chain key (derived from the vault master key). */
 int	credstore_audit_key(struct credstore *cs, unsigned char out[VAULT_KEY_BYTES]);

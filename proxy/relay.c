@@ -41,9 +41,12 @@
 #include <event2/dns.h>
 #include <event2/event.h>
 
+#include "audit.h"
 #include "config.h"
 #include "credential.h"
 #include "log.h"
+#include "metrics.h"
+#include "msg_header.h"
 #include "smtp_client.h"
 #include "smtp_reply.h"
 #include "upstream_pool.h"
@@ -54,6 +57,9 @@
 #define RELAY_LOG_TEXT_MAX	600
 #define RELAY_QUOTA_BUCKETS	1440	/* one-minute buckets: a rolling 24 h */
 #define RELAY_QUOTA_BUCKET_SECS	60
+#define RELAY_AUDIT_BACKOFF_SECS 10	/* refuse new messages this long after an
+					 * audit write failed */
+#define RELAY_HEADER_FIELD_MAX	1024	/* From / Subject / Message-ID kept */
 
 /*
  * Per-account counters of messages and recipients handed upstream in the
@@ -92,6 +98,8 @@ struct relay {
 	struct upstream_pool	*pool;
 	struct relay_list	entries;
 	struct quota_list	quotas;
+	struct audit		*audit;
+	time_t			audit_failed;	/* last failed audit write, 0 = none */
 	int			draining;
 	void			(*drain_done)(void *);
 	void			*drain_arg;
@@ -142,6 +150,12 @@ relay_set_config(struct relay *r, const struct config *cfg)
 {
 	r->cfg = cfg;
 	upstream_pool_set_config(r->pool, cfg);
+}
+
+void
+relay_set_audit(struct relay *r, struct audit *a)
+{
+	r->audit = a;
 }
 
 static void
@@ -413,12 +427,107 @@ quota_give_back(struct relay_entry *e)
 	q->rcpts[i] = q->rcpts[i] > e->msg->n_rcpts ? q->rcpts[i] - (uint32_t)e->msg->n_rcpts : 0;
 }
 
+/* What the audit log and the metrics call the outcome of a direct delivery. */
+static enum audit_status
+relay_status(const struct relay_result *res)
+{
+	if (res->code >= 200 && res->code < 300)
+		return AUDIT_STATUS_DELIVERED;
+	return res->code >= 500 ? AUDIT_STATUS_FAILED : AUDIT_STATUS_DEFERRED;
+}
+
+static enum metrics_status
+relay_metrics_status(enum audit_status st)
+{
+	switch (st) {
+	case AUDIT_STATUS_DELIVERED:
+		return METRICS_DELIVERED;
+	case AUDIT_STATUS_FAILED:
+		return METRICS_FAILED;
+	case AUDIT_STATUS_REJECTED:
+		return METRICS_REJECTED;
+	case AUDIT_STATUS_QUEUED:
+		return METRICS_QUEUED;
+	default:
+		return METRICS_DEFERRED;
+	}
+}
+
+/*
+ * One "message" event with the final status (direct mode). Returns 0, or -1
+ * when the event could not be written durably.
+ */
+static int
+relay_audit(struct relay *r, const struct relay_entry *e, const struct smtp_outcome *o,
+    enum audit_status st)
+{
+	const struct relay_msg *msg = e->msg;
+	struct audit_message am;
+	char head[MSG_HEADER_SCAN_MAX < 65536 ? MSG_HEADER_SCAN_MAX : 65536];
+	char from[RELAY_HEADER_FIELD_MAX], subject[RELAY_HEADER_FIELD_MAX];
+	char msgid[RELAY_HEADER_FIELD_MAX], reply[SMTP_CLIENT_REPLY_MAX + 32];
+	char err[512];
+	const char **rcpts;
+	ev_ssize_t n;
+	size_t i;
+	json_t *ev;
+	int rc = -1;
+
+	if (r->audit == NULL)
+		return 0;
+	if ((rcpts = calloc(msg->n_rcpts, sizeof(*rcpts))) == NULL)
+		goto done;
+	for (i = 0; i < msg->n_rcpts; i++)
+		rcpts[i] = msg->rcpts[i];
+	/* The header fields come from the first part of the message only. */
+	n = evbuffer_copyout(msg->data, head, sizeof(head));
+	if (n < 0)
+		n = 0;
+	memset(&am, 0, sizeof(am));
+	am.queue_id = msg->queue_id;
+	am.client_ip = msg->client_ip;
+	am.client_name = msg->client_name;
+	am.helo = msg->helo;
+	am.mail_from = msg->mail_from;
+	am.rcpt_to = rcpts;
+	am.n_rcpt_to = msg->n_rcpts;
+	am.header_from = msg_header_get(head, (size_t)n, "From", from, sizeof(from)) == 0 ?
+	    from : NULL;
+	am.subject = r->cfg->log_subject && msg_header_get(head, (size_t)n, "Subject",
+	    subject, sizeof(subject)) == 0 ? subject : NULL;
+	am.message_id = msg_header_get(head, (size_t)n, "Message-ID", msgid,
+	    sizeof(msgid)) == 0 ? msgid : NULL;
+	am.size = evbuffer_get_length(msg->data);
+	am.account = msg->account;
+	am.credential_version = o->cred_version;
+	am.status = st;
+	if (o->code != 0)
+		snprintf(reply, sizeof(reply), "%d %s", o->code, o->text);
+	else
+		strlcpy(reply, o->text, sizeof(reply));
+	am.upstream_reply = reply;
+	am.attempt = 1;
+	am.duration_ms = (uint64_t)elapsed_ms(&e->start);
+	if ((ev = audit_message_event(&am)) == NULL) {
+		strlcpy(err, "out of memory", sizeof(err));
+	} else {
+		rc = audit_append(r->audit, ev, err, sizeof(err));
+		json_decref(ev);
+	}
+	if (rc == -1)
+		log_err("event=audit_failed queue_id=%s error=\"%s\"", msg->queue_id, err);
+done:
+	free(rcpts);
+	return rc;
+}
+
 static void
 relay_done(void *arg, const struct smtp_outcome *o)
 {
 	struct relay_entry *e = arg;
 	struct relay *r = e->r;
 	struct relay_result res;
+	enum audit_status st;
 	char esc[RELAY_LOG_TEXT_MAX];
 
 	TAILQ_REMOVE(&r->entries, e, entry);
@@ -426,11 +535,28 @@ relay_done(void *arg, const struct smtp_outcome *o)
 		quota_give_back(e);
 	memset(&res, 0, sizeof(res));
 	relay_map(r, e->msg, o, &res);
+	st = relay_status(&res);
+	metrics_message(e->msg->account, relay_metrics_status(st));
 	log_info("event=relay mode=direct queue_id=%s account=%s client=%s rcpts=%zu size=%zu "
 	    "stage=%s result=%d enhanced=%s ms=%lld upstream=\"%s\"", e->msg->queue_id,
 	    e->msg->account, e->msg->client_ip, e->msg->n_rcpts,
 	    evbuffer_get_length(e->msg->data), smtp_stage_name(o->stage), res.code, res.enhanced,
 	    elapsed_ms(&e->start), log_escape(esc, sizeof(esc), o->text, strlen(o->text)));
+	if (relay_audit(r, e, o, st) == -1) {
+		/*
+		 * Nothing may be acknowledged unrecorded. In direct mode the
+		 * upstream may already have the message, so a client that
+		 * retries can cause a duplicate; new messages are refused for
+		 * a while so that this stays a single message.
+		 */
+		r->audit_failed = time(NULL);
+		if (res.code < 400)
+			result_set(&res, 451, "4.3.0", "delivered upstream as %s, but the audit "
+			    "log could not be written; the operator has been notified",
+			    e->msg->queue_id);
+	} else {
+		r->audit_failed = 0;
+	}
 	e->cb(e->arg, &res);
 	entry_free(e);
 }
@@ -444,6 +570,11 @@ relay_submit(struct relay *r, struct relay_msg *msg, relay_cb *cb, void *arg,
 	memset(res, 0, sizeof(*res));
 	if (r->draining) {
 		result_set(res, 421, "4.3.2", "service shutting down, try again later");
+		relay_msg_free(msg);
+		return -1;
+	}
+	if (r->audit_failed != 0 && time(NULL) - r->audit_failed < RELAY_AUDIT_BACKOFF_SECS) {
+		result_set(res, 451, "4.3.0", "the audit log cannot be written; try again later");
 		relay_msg_free(msg);
 		return -1;
 	}

@@ -17,6 +17,7 @@ struct event_base;
 struct evbuffer;
 struct config;
 struct credstore;
+struct audit;
 
 #define RELAY_QUEUE_ID_MAX	24
 #define RELAY_PATH_MAX		(256 + 1)	/* RFC 5321 4.5.3.1.3 path limit + NUL */
@@ -56,6 +57,14 @@ void	relay_free(struct relay *r);
 /* Swap in a reloaded configuration (SIGHUP): new upstream sessions use it.
  * The relay stops referring to the old one before this returns. */
 void	relay_set_config(struct relay *r, const struct config *cfg);
+
+/*
+ * Record every message's outcome in this audit log (SPEC section 7). A 2xx
+ * is only given to the client once its event is on disk; when the log
+ * cannot be written the client gets 451 4.3.0 instead, and for a while new
+ * messages are refused before they go upstream. NULL: no audit (tests).
+ */
+void	relay_set_audit(struct relay *r, struct audit *a);
 
 /*
  * Hand over msg (the relay takes ownership and frees it). cb is called

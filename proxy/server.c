@@ -13,6 +13,7 @@
 #include <event2/event.h>
 #include <sodium.h>
 
+#include "audit.h"
 #include "cli.h"
 #include "credential.h"
 #include "log.h"
@@ -39,6 +40,7 @@ struct server {
 	struct old_config	*old;
 	struct event_base	*base;
 	struct credstore	*cs;
+	struct audit		*audit;
 	struct relay		*relay;
 	struct smtp_server	*smtp;
 	struct event		*ev_term, *ev_int, *ev_hup, *ev_vault, *ev_deadline;
@@ -142,6 +144,9 @@ server_on_hup(evutil_socket_t sig, short what, void *arg)
 	smtp_server_set_config(s->smtp, n);
 	relay_set_config(s->relay, n);
 	server_free_old_configs(s, o->replaced, 0);
+	/* logrotate: a renamed log is followed by a fresh file. */
+	if (audit_reopen(s->audit, err, sizeof(err)) == -1)
+		log_err("event=reload error=\"%s\"", err);
 	log_info("event=reload config=%s", s->cli->config_path);
 }
 
@@ -151,6 +156,27 @@ server_on_vault_timer(evutil_socket_t fd, short what, void *arg)
 	struct server *s = arg;
 
 	(void)credstore_maybe_reload(s->cs);
+}
+
+/* The audit log is required: nothing is relayed unrecorded. */
+static int
+server_open_audit(struct server *s)
+{
+	unsigned char key[VAULT_KEY_BYTES];
+	char err[1024];
+
+	if (credstore_audit_key(s->cs, key) == -1) {
+		log_err("event=start error=\"cannot derive the audit key\"");
+		return -1;
+	}
+	s->audit = audit_open(s->cfg->audit_path, key, err, sizeof(err));
+	sodium_memzero(key, sizeof(key));
+	if (s->audit == NULL) {
+		log_err("event=start error=\"%s\"", err);
+		return -1;
+	}
+	credstore_set_audit(s->cs, s->audit);
+	return 0;
 }
 
 static int
@@ -222,6 +248,8 @@ cmd_serve(struct cli *cli, int argc, char **argv)
 		log_err("event=start error=\"out of memory\"");
 		goto done;
 	}
+	if (server_open_audit(&s) == -1)
+		goto done;
 	if ((s.relay = relay_new(s.base, s.cfg, s.cs)) == NULL) {
 		log_err("event=start error=\"cannot start the relay\"");
 		goto done;
@@ -231,6 +259,8 @@ cmd_serve(struct cli *cli, int argc, char **argv)
 		rc = EXIT_USAGE;
 		goto done;
 	}
+	relay_set_audit(s.relay, s.audit);
+	smtp_server_set_audit(s.smtp, s.audit);
 	s.ev_term = evsignal_new(s.base, SIGTERM, server_on_term, &s);
 	s.ev_int = evsignal_new(s.base, SIGINT, server_on_term, &s);
 	s.ev_hup = evsignal_new(s.base, SIGHUP, server_on_hup, &s);
@@ -253,6 +283,7 @@ done:
 	if (s.relay != NULL)
 		relay_free(s.relay);
 	credstore_free(s.cs);
+	audit_close(s.audit);
 	if (s.ev_term != NULL)
 		event_free(s.ev_term);
 	if (s.ev_int != NULL)

@@ -86,6 +86,8 @@ struct smtp_outcome {
 	int		temporary;	/* 1: try again later; 0: permanent */
 	int		auth_failed;	/* the credential was refused (error AUTH_REFUSED) */
 	size_t		rcpt_index;	/* stage RCPT: which recipient */
+	uint32_t	cred_version;	/* credential version the session logged in
+					 * with, 0 when no login happened */
 };
 
 enum smtp_client_event {

@@ -38,6 +38,7 @@
 #include <openssl/ssl.h>
 #include <sodium.h>
 
+#include "audit.h"
 #include "config.h"
 #include "credential.h"
 #include "log.h"
@@ -140,6 +141,7 @@ struct smtp_server {
 	struct relay		*relay;
 	struct credstore	*cs;
 	struct smtp_server_hooks hooks;
+	struct audit		*audit;
 	struct evconnlistener	*listeners[CONFIG_MAX_LISTEN];
 	struct sockaddr_storage	bound[CONFIG_MAX_LISTEN];
 	socklen_t		boundlen[CONFIG_MAX_LISTEN];
@@ -279,11 +281,37 @@ smtp_error(struct smtp_session *s, int code, const char *enh, const char *fmt, .
 	}
 }
 
-/* The audit log records refused connections (a later issue wires it in). */
+/*
+ * A refusal is an audit event: who was refused, why, and at which command.
+ * Best effort: the client is refused either way, so a failed write is
+ * logged and does not change the reply.
+ */
 static void
-smtp_audit_reject(struct smtp_session *s, const char *why)
+smtp_audit_reject(struct smtp_session *s, const char *why, const char *command,
+    const char *sender)
 {
-	log_info("session=%s event=reject ip=%s reason=\"%s\"", s->id, s->ip, why);
+	json_t *ev;
+	char err[512];
+
+	log_info("session=%s event=reject ip=%s client=%s reason=\"%s\"", s->id, s->ip,
+	    s->client_name, why);
+	if (s->srv->audit == NULL)
+		return;
+	if ((ev = audit_reject_event(s->ip, s->client_name, why, command)) == NULL) {
+		log_err("session=%s event=audit_failed error=\"out of memory\"", s->id);
+		return;
+	}
+	if (s->txn.queue_id[0] != '\0')
+		(void)audit_set_str(ev, "queue_id", s->txn.queue_id);
+	if (sender == NULL && s->txn.account[0] != '\0')
+		sender = s->txn.from;
+	if (sender != NULL)
+		(void)audit_set_str(ev, "mail_from", sender);
+	if (s->helo[0] != '\0')
+		(void)audit_set_str(ev, "helo", s->helo);
+	if (audit_append(s->srv->audit, ev, err, sizeof(err)) == -1)
+		log_err("session=%s event=audit_failed error=\"%s\"", s->id, err);
+	json_decref(ev);
 }
 
 /* ---- Transactions ------------------------------------------------------ */
@@ -476,6 +504,8 @@ smtp_cmd_mail(struct smtp_session *s, char *args)
 		return;
 	}
 	if (m.has_size && m.size > cfg->max_message_size) {
+		smtp_audit_reject(s, "declared message size over max_message_size", "MAIL",
+		    m.from);
 		smtp_error(s, 552, "5.3.4", "Message size exceeds fixed maximum message size");
 		return;
 	}
@@ -483,7 +513,7 @@ smtp_cmd_mail(struct smtp_session *s, char *args)
 	/* Access again, under the configuration in force now (SIGHUP). */
 	client = config_client_for(cfg, (const struct sockaddr *)&s->peer, &trusted);
 	if (client == NULL && !trusted) {
-		smtp_audit_reject(s, "no longer allowed after reload");
+		smtp_audit_reject(s, "no longer allowed after reload", "MAIL", m.from);
 		smtp_reply(s, 554, "5.7.1", "<%s> is not allowed to relay", s->ip);
 		smtp_session_close(s);
 		return;
@@ -498,12 +528,14 @@ smtp_cmd_mail(struct smtp_session *s, char *args)
 	case ROUTE_SENDER_REFUSED:
 		log_info("session=%s event=sender_refused client=%s from=<%s>", s->id,
 		    s->client_name, smtp_esc(esc, sizeof(esc), m.from));
+		smtp_audit_reject(s, "sender not allowed for this client", "MAIL", m.from);
 		smtp_error(s, 550, "5.7.1", "sender <%s> not allowed for client %s",
 		    m.from, s->client_name);
 		return;
 	case ROUTE_NO_ACCOUNT:
 		log_info("session=%s event=no_account client=%s from=<%s>", s->id,
 		    s->client_name, smtp_esc(esc, sizeof(esc), m.from));
+		smtp_audit_reject(s, "no sending account for the sender", "MAIL", m.from);
 		smtp_error(s, 550, "5.7.1", "no sending account for <%s>", m.from);
 		return;
 	case ROUTE_TEMPFAIL:
@@ -516,7 +548,7 @@ smtp_cmd_mail(struct smtp_session *s, char *args)
 
 	if (client != NULL && smtp_rate_take(srv, client->name, client->rate_count,
 	    client->rate_period) != 0) {
-		log_info("session=%s event=rate_limited client=%s", s->id, s->client_name);
+		smtp_audit_reject(s, "client rate limit exceeded", "MAIL", m.from);
 		smtp_error(s, 450, "4.7.1", "rate limit exceeded");
 		return;
 	}
@@ -555,6 +587,8 @@ smtp_cmd_rcpt(struct smtp_session *s, char *args)
 		return;
 	}
 	if (s->txn.n_rcpts >= s->srv->cfg->max_recipients) {
+		if (s->txn.n_rcpts == s->srv->cfg->max_recipients)
+			smtp_audit_reject(s, "too many recipients", "RCPT", NULL);
 		smtp_error(s, 452, "4.5.3", "Too many recipients");
 		return;
 	}
@@ -917,6 +951,7 @@ smtp_session_data_end(struct smtp_session *s)
 		smtp_data_error_reply(e, &code, &enh, &text);
 		log_info("session=%s event=message_refused queue_id=%s code=%d reason=\"%s\"",
 		    s->id, t->queue_id, code, text);
+		smtp_audit_reject(s, text, "DATA", NULL);
 		smtp_txn_reset(s);
 		smtp_enter_state(s, SMTP_STATE_HELO);
 		smtp_error(s, code, enh, "%s", text);
@@ -1326,7 +1361,8 @@ smtp_server_accept(struct smtp_server *srv, int fd, const struct sockaddr *sa,
 	log_info("session=%s event=connect ip=%s client=%s", s->id, s->ip, s->client_name);
 
 	if (client == NULL && !trusted) {
-		smtp_audit_reject(s, "address not in any [client] network or trusted_networks");
+		smtp_audit_reject(s, "address not in any [client] network or trusted_networks",
+		    "CONNECT", NULL);
 		smtp_reply(s, 554, "5.7.1", "<%s> is not allowed to relay", s->ip);
 		smtp_session_close(s);
 		return;
@@ -1519,6 +1555,12 @@ void
 smtp_server_set_hooks(struct smtp_server *srv, const struct smtp_server_hooks *hooks)
 {
 	srv->hooks = *hooks;
+}
+
+void
+smtp_server_set_audit(struct smtp_server *srv, struct audit *a)
+{
+	srv->audit = a;
 }
 
 void

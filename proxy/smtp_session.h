@@ -28,6 +28,11 @@ struct smtp_server *smtp_server_new(struct event_base *base, const struct config
  * working, new sessions use the new one. cfg must outlive the server. */
 void	smtp_server_set_config(struct smtp_server *srv, const struct config *cfg);
 
+/* Record refused connections and commands in this audit log ("reject"
+ * events, SPEC section 7). NULL: log lines only. */
+struct audit;
+void	smtp_server_set_audit(struct smtp_server *srv, struct audit *a);
+
 /* Stop listening; done() runs once every session has ended (the in-flight
  * transactions are finished, idle sessions get 421 and are closed). */
 void	smtp_server_drain(struct smtp_server *srv, void (*done)(void *), void *arg);

@@ -150,6 +150,8 @@ job_complete(struct upstream_job *job, const struct smtp_outcome *o)
 
 	if (&job->outcome != o)
 		job->outcome = *o;
+	if (job->sess != NULL && job->sess->client != NULL)
+		job->outcome.cred_version = smtp_client_cred_version(job->sess->client);
 	job->state = JOB_COMPLETING;
 	job->sess = NULL;
 	TAILQ_INSERT_TAIL(&p->completed, job, entry);
