@@ -263,6 +263,15 @@ account_add(struct cli *cli, int argc, char **argv)
 	}
 	if ((rc = cli_no_extra_args(argc, argv, use)) != EXIT_OK)
 		goto done;
+	if ((rc = cli_load_config(cli)) != EXIT_OK)
+		goto done;
+	/* The secret is read before the vault is locked: a prompt may wait for
+	 * a person, and the daemon must not wait for the lock meanwhile. */
+	if (read_app_password(tmpl->address, &secret) == -1) {
+		rc = EXIT_FAILED;
+		goto done;
+	}
+	warn_app_password_shape(&cli->cfg, tmpl, &secret);
 	if ((rc = cli_open_vault(cli, 1, &v)) != EXIT_OK)
 		goto done;
 	if (vault_account_find(v, tmpl->address) != NULL) {
@@ -271,11 +280,6 @@ account_add(struct cli *cli, int argc, char **argv)
 		rc = EXIT_FAILED;
 		goto done;
 	}
-	if (read_app_password(tmpl->address, &secret) == -1) {
-		rc = EXIT_FAILED;
-		goto done;
-	}
-	warn_app_password_shape(&cli->cfg, tmpl, &secret);
 	if (vault_account_add(v, tmpl, secret.buf, secret.len, time(NULL), err, sizeof(err)) == -1) {
 		cli_error("%s", err);
 		rc = EXIT_FAILED;
@@ -424,16 +428,19 @@ account_rotate(struct cli *cli, int argc, char **argv)
 	strlcpy(addr, argv[optind++], sizeof(addr));
 	if ((rc = cli_no_extra_args(argc, argv, use)) != EXIT_OK)
 		return rc;
-	if ((rc = cli_open_vault(cli, 1, &v)) != EXIT_OK)
+	if ((rc = cli_load_config(cli)) != EXIT_OK)
 		return rc;
+	/* Read before locking, as in account add. */
+	if (read_app_password(addr, &secret) == -1)
+		return EXIT_FAILED;
+	if ((rc = cli_open_vault(cli, 1, &v)) != EXIT_OK)
+		goto done;
 	rc = EXIT_FAILED;
 	if ((a = vault_account_find(v, addr)) == NULL) {
 		cli_error("no account %s", addr);
 		goto done;
 	}
 	strlcpy(addr, a->address, sizeof(addr));
-	if (read_app_password(addr, &secret) == -1)
-		goto done;
 	warn_app_password_shape(&cli->cfg, a, &secret);
 	/* The lock is held while verifying so that nobody rotates in between;
 	 * the probe is bounded by [upstream] timeout. */
@@ -620,14 +627,19 @@ cmd_admin_user(struct cli *cli, int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	name = argv[2];
-	if ((rc = cli_open_vault(cli, 1, &v)) != EXIT_OK)
+	if ((rc = cli_load_config(cli)) != EXIT_OK)
 		return rc;
 	if (strcmp(sub, "add") == 0) {
+		/* Read before locking, as in account add. */
 		snprintf(prompt, sizeof(prompt), "Password for admin %s: ", name);
-		if (cli_read_secret(prompt, 1, &pw) == -1) {
-			vault_close(v);
+		if (cli_read_secret(prompt, 1, &pw) == -1)
 			return EXIT_FAILED;
-		}
+	}
+	if ((rc = cli_open_vault(cli, 1, &v)) != EXIT_OK) {
+		vault_secret_wipe(&pw);
+		return rc;
+	}
+	if (strcmp(sub, "add") == 0) {
 		rc = vault_admin_add(v, name, pw.buf, pw.len, time(NULL), err, sizeof(err));
 		vault_secret_wipe(&pw);
 		snprintf(msg, sizeof(msg), "added admin user %s", name);
