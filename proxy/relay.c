@@ -501,10 +501,7 @@ relay_audit(struct relay *r, const struct relay_entry *e, const struct smtp_outc
 	am.account = msg->account;
 	am.credential_version = o->cred_version;
 	am.status = st;
-	if (o->code != 0)
-		snprintf(reply, sizeof(reply), "%d %s", o->code, o->text);
-	else
-		strlcpy(reply, o->text, sizeof(reply));
+	smtp_outcome_reply(o, reply, sizeof(reply));
 	am.upstream_reply = reply;
 	am.attempt = 1;
 	am.duration_ms = (uint64_t)elapsed_ms(&e->start);

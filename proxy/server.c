@@ -239,6 +239,9 @@ cmd_serve(struct cli *cli, int argc, char **argv)
 	cli->cfg_loaded = 0;
 	rc = EXIT_FAILED;
 	signal(SIGPIPE, SIG_IGN);
+	/* A file-size limit makes writes fail with EFBIG (a clear error on the
+	 * spool or audit write) instead of killing the daemon. */
+	signal(SIGXFSZ, SIG_IGN);
 	if ((s.base = event_base_new()) == NULL) {
 		log_err("event=start error=\"cannot create the event loop\"");
 		goto done;

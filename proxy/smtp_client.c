@@ -1561,3 +1561,13 @@ done:
 	sodium_memzero(&p, sizeof(p));
 	return rc;
 }
+
+void
+smtp_outcome_reply(const struct smtp_outcome *o, char *buf, size_t len)
+{
+	if (o->code != 0)
+		snprintf(buf, len, "%d%s%s %s", o->code, o->enhanced[0] != '\0' ? " " : "",
+		    o->enhanced, o->text);
+	else
+		snprintf(buf, len, "%s", o->text);
+}

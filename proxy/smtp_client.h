@@ -132,6 +132,10 @@ int	smtp_client_quit(struct smtp_client *c);
 void	smtp_client_free(struct smtp_client *c);
 /* The credential version this session logged in with. */
 uint32_t smtp_client_cred_version(const struct smtp_client *c);
+
+/* The outcome as the upstream's full reply, "535 5.7.8 text..." (its text
+ * alone when no reply code was received), for logs and the audit log. */
+void	smtp_outcome_reply(const struct smtp_outcome *o, char *buf, size_t len);
 /* Messages sent on this session. */
 uint64_t smtp_client_messages(const struct smtp_client *c);
 /* A short id for logs ("u12"). */

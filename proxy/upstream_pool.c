@@ -302,7 +302,7 @@ static void
 session_setup_failed(struct pool_session *s, const struct smtp_outcome *o)
 {
 	struct account_pool *ap = s->ap;
-	char esc[1024];
+	char esc[1024], reply[SMTP_CLIENT_REPLY_MAX + 32];
 
 	if (o->auth_failed) {
 		uint32_t version = smtp_client_cred_version(s->client);
@@ -310,7 +310,8 @@ session_setup_failed(struct pool_session *s, const struct smtp_outcome *o)
 		log_err("event=upstream_auth_refused account=%s version=%u host=%s code=%d "
 		    "enhanced=%s reply=\"%s\"", ap->account, version, ap->target.host, o->code,
 		    o->enhanced, log_escape(esc, sizeof(esc), o->text, strlen(o->text)));
-		credstore_report_auth(ap->p->cs, ap->account, version, 0, o->text);
+		smtp_outcome_reply(o, reply, sizeof(reply));
+		credstore_report_auth(ap->p->cs, ap->account, version, 0, reply);
 		ap->auth_hold = 1;
 		ap->auth_failed_version = version;
 		ap->auth_hold_until = now_ms() + UPSTREAM_POOL_AUTH_HOLD * 1000;
