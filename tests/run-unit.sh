@@ -26,7 +26,8 @@ for bin in "$@"; do
 	# cmocka prints to stdout by default; force its standard format so the
 	# totals below can be read from it.
 	{
-		CMOCKA_MESSAGE_OUTPUT=stdout timeout -k 10 "$limit" "$bin" </dev/null 2>&1
+		# SMTPVAULT_UNIT_WRAPPER runs each program under a tool (valgrind).
+		CMOCKA_MESSAGE_OUTPUT=stdout timeout -k 10 "$limit" ${SMTPVAULT_UNIT_WRAPPER:-} "$bin" </dev/null 2>&1
 		echo $? >"$rcfile"
 	} | tee "$out"
 	rc=$(cat "$rcfile")

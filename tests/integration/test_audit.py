@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import DEFAULT_ACCOUNT, DEFAULT_PASSWORD, Account
+from conftest import DEFAULT_ACCOUNT, DEFAULT_PASSWORD, Account, child_env
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
@@ -299,7 +299,7 @@ def test_unwritable_audit_log_means_no_250(daemon, gmail):
     def small_files():
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
     proc = subprocess.Popen([d.binary, "-c", d.conf, "serve"], stdin=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, preexec_fn=small_files)
+                            stderr=subprocess.PIPE, preexec_fn=small_files, env=child_env())
     try:
         deadline = time.monotonic() + 10
         while True:
