@@ -17,13 +17,14 @@ OPT      ?= -O2 -g
 CFLAGS   ?=
 CFLAGS   += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) $(HARDEN) -Ivault -Iproxy -Iadmin $(PKG_CFLAGS)
 LDFLAGS  += -pie -Wl,-z,relro,-z,now
-LDLIBS   += $(PKG_LIBS)
+LDLIBS   += $(PKG_LIBS) -lpthread
 
 VERSION  := 0.1.0
 CFLAGS   += -DSMTPVAULT_VERSION='"$(VERSION)"'
 
 LIB_SRC  := $(wildcard vault/*.c) $(filter-out proxy/main.c,$(wildcard proxy/*.c)) $(wildcard admin/*.c)
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+LIB_OBJ  += $(BUILD)/obj/admin_assets.o
 MAIN_OBJ := $(BUILD)/obj/proxy/main.o
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
@@ -33,6 +34,16 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 all: $(BUILD)/smtpvault
 
 $(BUILD)/obj/%.o: %.c $(wildcard vault/*.h proxy/*.h admin/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+# The admin page (admin/assets/*) embedded in the binary as C arrays.
+ASSETS   := $(sort $(wildcard admin/assets/*))
+$(BUILD)/admin_assets.c: admin/embed.sh $(ASSETS)
+	@mkdir -p $(dir $@)
+	sh admin/embed.sh $@ $(ASSETS)
+
+$(BUILD)/obj/admin_assets.o: $(BUILD)/admin_assets.c admin/admin_internal.h admin/admin.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 

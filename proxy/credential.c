@@ -7,9 +7,11 @@
 #include "credential.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <sodium.h>
 
@@ -18,9 +20,20 @@
 #include "metrics.h"
 #include "util.h"
 
+/*
+ * Checked instead when an admin user name is unknown, so that a failed login
+ * costs one Argon2id run either way. The hash of random bytes that were
+ * thrown away, with the parameters "admin-user add" uses (interactive).
+ */
+static const char cred_dummy_admin_hash[] =
+    "$argon2id$v=19$m=65536,t=2,p=1$RQLh4uzCK09/VsN/mAkDpA$"
+    "hO+/AlVZ7YC5Fc3HFe/2O67ruEPLDoShSpGvC4EfVE8";
+
 struct credstore {
 	struct vault	*vault;
 	struct audit	*audit;
+	int		reload_failed;		/* the last reload failed */
+	char		reload_error[256];
 };
 
 struct credstore *
@@ -171,9 +184,13 @@ credstore_maybe_reload(struct credstore *cs)
 	if (!vault_changed_on_disk(cs->vault))
 		return 0;
 	if (vault_reload(cs->vault, err, sizeof(err)) == -1) {
-		log_err("event=vault_reload error=\"%s\"", err);
+		if (!cs->reload_failed || strcmp(cs->reload_error, err) != 0)
+			log_err("event=vault_reload error=\"%s\"", err);
+		cs->reload_failed = 1;
+		strlcpy(cs->reload_error, err, sizeof(cs->reload_error));
 		return -1;
 	}
+	cs->reload_failed = 0;
 	log_info("event=vault_reload accounts=%zu", vault_account_count(cs->vault));
 	return 1;
 }
@@ -182,4 +199,265 @@ int
 credstore_audit_key(struct credstore *cs, unsigned char out[VAULT_KEY_BYTES])
 {
 	return vault_derive_audit_key(cs->vault, out);
+}
+
+int
+credstore_healthy(struct credstore *cs, char *err, size_t errlen)
+{
+	if (!cs->reload_failed)
+		return 0;
+	strlcpy(err, cs->reload_error, errlen);
+	return -1;
+}
+
+/* ---- Admin API ------------------------------------------------------------ */
+
+size_t
+credstore_account_count(struct credstore *cs)
+{
+	return vault_account_count(cs->vault);
+}
+
+int
+credstore_account_view(struct credstore *cs, size_t i, struct cred_account_view *out)
+{
+	const struct vault_account *a;
+	size_t j;
+
+	if ((a = vault_account_at(cs->vault, i)) == NULL)
+		return -1;
+	memset(out, 0, sizeof(*out));
+	if (credstore_info(cs, a->address, &out->info) != CRED_OK)
+		return -1;
+	for (j = 0; j < a->n_aliases && j < VAULT_MAX_ALIASES; j++)
+		strlcpy(out->aliases[j], a->aliases[j], sizeof(out->aliases[j]));
+	out->n_aliases = j;
+	out->created = a->created;
+	out->rotated = a->rotated;
+	for (j = 0; j < a->n_creds && j < VAULT_MAX_VERSIONS; j++) {
+		out->versions[j] = a->creds[j].version;
+		out->version_created[j] = a->creds[j].created;
+	}
+	out->n_versions = j;
+	return 0;
+}
+
+/* Append an account event; -1 (with err) when it cannot be recorded. */
+static int
+credstore_audit_account(struct credstore *cs, enum audit_account_action action,
+    const char *account, uint32_t version, const char *by, const char *ip,
+    char *err, size_t errlen)
+{
+	json_t *ev;
+	int rc;
+
+	if (cs->audit == NULL) {
+		snprintf(err, errlen, "no audit log");
+		return -1;
+	}
+	if ((ev = audit_account_event(action, account, version, by, ip)) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	rc = audit_append(cs->audit, ev, err, errlen);
+	json_decref(ev);
+	return rc;
+}
+
+/* The shared tail of every change: record, save, unlock. */
+static enum cred_admin_result
+credstore_commit(struct credstore *cs, enum audit_account_action action,
+    const char *account, uint32_t version, const char *by, const char *ip,
+    char *err, size_t errlen)
+{
+	enum cred_admin_result rc = CRED_ADMIN_UNAVAILABLE;
+
+	if (credstore_audit_account(cs, action, account, version, by, ip, err, errlen) == 0 &&
+	    vault_save(cs->vault, err, errlen) == 0)
+		rc = CRED_ADMIN_OK;
+	vault_end_update(cs->vault);
+	if (rc != CRED_ADMIN_OK)
+		log_err("event=admin_change_failed account=%s by=%s error=\"%s\"", account, by,
+		    err);
+	return rc;
+}
+
+enum cred_admin_result
+credstore_account_add(struct credstore *cs, const struct vault_account *tmpl,
+    const struct vault_secret *secret, const char *by, const char *ip, char *err,
+    size_t errlen)
+{
+	size_t i;
+
+	if (vault_begin_update(cs->vault, err, errlen) == -1)
+		return CRED_ADMIN_UNAVAILABLE;
+	if (vault_account_find(cs->vault, tmpl->address) != NULL) {
+		snprintf(err, errlen, "account %s already exists", tmpl->address);
+		goto taken;
+	}
+	for (i = 0; i < tmpl->n_aliases; i++) {
+		if (vault_account_find(cs->vault, tmpl->aliases[i]) != NULL) {
+			snprintf(err, errlen, "%s is already an account or alias",
+			    tmpl->aliases[i]);
+			goto taken;
+		}
+	}
+	if (vault_account_add(cs->vault, tmpl, secret->buf, secret->len, time(NULL), err,
+	    errlen) == -1) {
+		vault_end_update(cs->vault);
+		return CRED_ADMIN_INVALID;
+	}
+	return credstore_commit(cs, AUDIT_ACCOUNT_ADD, tmpl->address, 1, by, ip, err, errlen);
+taken:
+	vault_end_update(cs->vault);
+	return CRED_ADMIN_EXISTS;
+}
+
+/* Begin an update of one account; its primary address goes to primary. */
+static enum cred_admin_result
+credstore_begin_account(struct credstore *cs, const char *addr, char *primary,
+    size_t primarylen, char *err, size_t errlen)
+{
+	const struct vault_account *a;
+
+	if (vault_begin_update(cs->vault, err, errlen) == -1)
+		return CRED_ADMIN_UNAVAILABLE;
+	if ((a = vault_account_find(cs->vault, addr)) == NULL ||
+	    strcasecmp(a->address, addr) != 0) {
+		/* The API names accounts by their address, not by an alias. */
+		snprintf(err, errlen, "no account %s", addr);
+		vault_end_update(cs->vault);
+		return CRED_ADMIN_NOT_FOUND;
+	}
+	strlcpy(primary, a->address, primarylen);
+	return CRED_ADMIN_OK;
+}
+
+enum cred_admin_result
+credstore_account_rotate(struct credstore *cs, const char *addr,
+    const struct vault_secret *secret, const char *by, const char *ip, uint32_t *version,
+    char *err, size_t errlen)
+{
+	char primary[VAULT_ADDR_MAX];
+	enum cred_admin_result rc;
+
+	if ((rc = credstore_begin_account(cs, addr, primary, sizeof(primary), err,
+	    errlen)) != CRED_ADMIN_OK)
+		return rc;
+	if (vault_account_rotate(cs->vault, primary, secret->buf, secret->len, time(NULL),
+	    version, err, errlen) == -1) {
+		vault_end_update(cs->vault);
+		return CRED_ADMIN_INVALID;
+	}
+	return credstore_commit(cs, AUDIT_ACCOUNT_ROTATE, primary, *version, by, ip, err,
+	    errlen);
+}
+
+enum cred_admin_result
+credstore_account_rollback(struct credstore *cs, const char *addr, const char *by,
+    const char *ip, uint32_t *version, char *err, size_t errlen)
+{
+	char primary[VAULT_ADDR_MAX];
+	enum cred_admin_result rc;
+
+	if ((rc = credstore_begin_account(cs, addr, primary, sizeof(primary), err,
+	    errlen)) != CRED_ADMIN_OK)
+		return rc;
+	if (vault_account_rollback(cs->vault, primary, time(NULL), version, err,
+	    errlen) == -1) {
+		vault_end_update(cs->vault);
+		return CRED_ADMIN_NO_PREVIOUS;
+	}
+	return credstore_commit(cs, AUDIT_ACCOUNT_ROLLBACK, primary, *version, by, ip, err,
+	    errlen);
+}
+
+enum cred_admin_result
+credstore_account_remove(struct credstore *cs, const char *addr, const char *by,
+    const char *ip, char *err, size_t errlen)
+{
+	char primary[VAULT_ADDR_MAX];
+	const struct vault_account *a;
+	enum cred_admin_result rc;
+	uint32_t version;
+
+	if ((rc = credstore_begin_account(cs, addr, primary, sizeof(primary), err,
+	    errlen)) != CRED_ADMIN_OK)
+		return rc;
+	a = vault_account_find(cs->vault, primary);
+	version = a != NULL ? a->current : 0;
+	if (vault_account_remove(cs->vault, primary, err, errlen) == -1) {
+		vault_end_update(cs->vault);
+		return CRED_ADMIN_NOT_FOUND;
+	}
+	return credstore_commit(cs, AUDIT_ACCOUNT_REMOVE, primary, version, by, ip, err,
+	    errlen);
+}
+
+void
+credstore_admin_check_prepare(struct credstore *cs, const char *name,
+    struct cred_admin_check *chk)
+{
+	const struct vault_admin *ad;
+	size_t i;
+
+	strlcpy(chk->name, name, sizeof(chk->name));
+	strlcpy(chk->hash, cred_dummy_admin_hash, sizeof(chk->hash));
+	chk->exists = 0;
+	chk->ok = 0;
+	for (i = 0; i < vault_admin_count(cs->vault); i++) {
+		ad = vault_admin_at(cs->vault, i);
+		if (strcasecmp(ad->name, name) == 0) {
+			strlcpy(chk->name, ad->name, sizeof(chk->name));
+			strlcpy(chk->hash, ad->hash, sizeof(chk->hash));
+			chk->exists = 1;
+			break;
+		}
+	}
+}
+
+void
+cred_admin_check_run(struct cred_admin_check *chk)
+{
+	static const char no_password[1];
+	const char *pw = no_password;
+	size_t len = sizeof(no_password);
+	int usable = chk->exists;
+
+	/* Malformed input is refused only after the same amount of work. */
+	if (chk->password.buf != NULL && chk->password.len > 0 &&
+	    chk->password.len <= VAULT_SECRET_MAX) {
+		pw = (const char *)chk->password.buf;
+		len = chk->password.len;
+	} else {
+		usable = 0;
+	}
+	chk->ok = crypto_pwhash_str_verify(chk->hash, pw, len) == 0 && usable;
+}
+
+void
+cred_admin_check_wipe(struct cred_admin_check *chk)
+{
+	vault_secret_wipe(&chk->password);
+	sodium_memzero(chk, sizeof(*chk));
+}
+
+int
+credstore_admin_audit(struct credstore *cs, int action, const char *user, const char *ip,
+    const char *reason, char *err, size_t errlen)
+{
+	json_t *ev;
+	int rc = -1;
+
+	if (cs->audit == NULL) {
+		snprintf(err, errlen, "no audit log");
+		return -1;
+	}
+	if ((ev = audit_admin_event((enum audit_admin_action)action, user, ip, NULL)) == NULL ||
+	    (reason != NULL && audit_set_str(ev, "reason", reason) == -1))
+		snprintf(err, errlen, "out of memory");
+	else
+		rc = audit_append(cs->audit, ev, err, errlen);
+	json_decref(ev);
+	return rc;
 }

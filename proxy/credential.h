@@ -67,4 +67,79 @@ void	credstore_set_audit(struct credstore *cs, struct audit *a);
 /* The audit chain key (derived from the vault master key). */
 int	credstore_audit_key(struct credstore *cs, unsigned char out[VAULT_KEY_BYTES]);
 
+/* Is the vault usable? 0, or -1 with why (the last reload failed: file
+ * missing, damaged, re-keyed); GET /healthz answers 503 then. */
+int	credstore_healthy(struct credstore *cs, char *err, size_t errlen);
+
+/*
+ * ---- For the admin API ---------------------------------------------------
+ * Account changes made by the daemon itself (admin page): each one takes
+ * the vault lock (vault_begin_update, re-reading the file so that CLI
+ * changes are kept), changes the account, records an account event in the
+ * audit log (by "admin:<user>", from ip) and saves; an action that cannot be
+ * recorded does not happen. Run on the event-loop thread only.
+ */
+enum cred_admin_result {
+	CRED_ADMIN_OK = 0,
+	CRED_ADMIN_NOT_FOUND,		/* no such account */
+	CRED_ADMIN_EXISTS,		/* add: the address or an alias is taken */
+	CRED_ADMIN_INVALID,		/* bad address, alias, limit or secret */
+	CRED_ADMIN_NO_PREVIOUS,		/* rollback: no earlier version kept */
+	CRED_ADMIN_UNAVAILABLE,		/* vault busy or unwritable, audit log unwritable */
+};
+
+/* What the admin page may see of an account: never a secret. */
+struct cred_account_view {
+	struct cred_info info;
+	char		aliases[VAULT_MAX_ALIASES][VAULT_ADDR_MAX];
+	size_t		n_aliases;
+	int64_t		created;
+	int64_t		rotated;
+	uint32_t	versions[VAULT_MAX_VERSIONS];	/* ascending */
+	int64_t		version_created[VAULT_MAX_VERSIONS];
+	size_t		n_versions;
+};
+
+size_t	credstore_account_count(struct credstore *cs);
+/* 0, or -1 past the end. */
+int	credstore_account_view(struct credstore *cs, size_t i, struct cred_account_view *out);
+
+/* tmpl as for vault_account_add(). */
+enum cred_admin_result credstore_account_add(struct credstore *cs,
+	    const struct vault_account *tmpl, const struct vault_secret *secret,
+	    const char *by, const char *ip, char *err, size_t errlen);
+enum cred_admin_result credstore_account_rotate(struct credstore *cs, const char *addr,
+	    const struct vault_secret *secret, const char *by, const char *ip,
+	    uint32_t *version, char *err, size_t errlen);
+enum cred_admin_result credstore_account_rollback(struct credstore *cs, const char *addr,
+	    const char *by, const char *ip, uint32_t *version, char *err, size_t errlen);
+enum cred_admin_result credstore_account_remove(struct credstore *cs, const char *addr,
+	    const char *by, const char *ip, char *err, size_t errlen);
+
+/*
+ * Admin login. vault_admin_verify() costs one Argon2id run (50-100 ms), too
+ * long for the event loop, and must not read the vault while the loop may
+ * reload it. So: prepare (loop thread) copies the user's hash, which is not
+ * a secret, or a fixed dummy hash when there is no such user (same cost, so
+ * timing does not tell whether a name exists); run (any thread) checks the
+ * password against the copy; wipe clears the password.
+ */
+struct cred_admin_check {
+	char			name[VAULT_NAME_MAX];
+	char			hash[VAULT_HASH_MAX];
+	int			exists;
+	struct vault_secret	password;	/* the caller fills it (guarded memory) */
+	int			ok;		/* result of run */
+};
+void	credstore_admin_check_prepare(struct credstore *cs, const char *name,
+	    struct cred_admin_check *chk);
+void	cred_admin_check_run(struct cred_admin_check *chk);
+void	cred_admin_check_wipe(struct cred_admin_check *chk);
+
+/* Record an admin event (login, logout, login_failed) in the audit log;
+ * action is an enum audit_admin_action; reason (may be NULL) is added for
+ * failures. 0 or -1 with err. */
+int	credstore_admin_audit(struct credstore *cs, int action, const char *user,
+	    const char *ip, const char *reason, char *err, size_t errlen);
+
 #endif

@@ -643,3 +643,9 @@ relay_drain(struct relay *r, void (*done)(void *), void *arg)
 	r->drain_arg = arg;
 	upstream_pool_drain(r->pool, relay_pool_drained, r);
 }
+
+void
+relay_upstream_stats(struct relay *r, const char *account, struct upstream_pool_stats *st)
+{
+	upstream_pool_stats(r->pool, account, st);
+}

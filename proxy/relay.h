@@ -82,4 +82,9 @@ void	relay_drain(struct relay *r, void (*done)(void *), void *arg);
 
 void	relay_msg_free(struct relay_msg *msg);
 
+/* Upstream session figures of one account, for the admin page and metrics. */
+struct upstream_pool_stats;
+void	relay_upstream_stats(struct relay *r, const char *account,
+	    struct upstream_pool_stats *st);
+
 #endif

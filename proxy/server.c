@@ -13,6 +13,7 @@
 #include <event2/event.h>
 #include <sodium.h>
 
+#include "admin.h"
 #include "audit.h"
 #include "cli.h"
 #include "credential.h"
@@ -43,6 +44,7 @@ struct server {
 	struct audit		*audit;
 	struct relay		*relay;
 	struct smtp_server	*smtp;
+	struct admin_server	*admin;
 	struct event		*ev_term, *ev_int, *ev_hup, *ev_vault, *ev_deadline;
 	int			 draining;
 };
@@ -143,6 +145,7 @@ server_on_hup(evutil_socket_t sig, short what, void *arg)
 	s->cfg = n;
 	smtp_server_set_config(s->smtp, n);
 	relay_set_config(s->relay, n);
+	admin_server_set_config(s->admin, n);
 	server_free_old_configs(s, o->replaced, 0);
 	/* logrotate: a renamed log is followed by a fresh file. */
 	if (audit_reopen(s->audit, err, sizeof(err)) == -1)
@@ -264,6 +267,13 @@ cmd_serve(struct cli *cli, int argc, char **argv)
 	}
 	relay_set_audit(s.relay, s.audit);
 	smtp_server_set_audit(s.smtp, s.audit);
+	/* The admin page and API share this loop (admin/admin_server.c). */
+	if ((s.admin = admin_server_new(s.base, s.cfg, s.cs, s.audit, s.relay, err,
+	    sizeof(err))) == NULL) {
+		log_err("event=start error=\"%s\"", err);
+		rc = EXIT_USAGE;
+		goto done;
+	}
 	s.ev_term = evsignal_new(s.base, SIGTERM, server_on_term, &s);
 	s.ev_int = evsignal_new(s.base, SIGINT, server_on_term, &s);
 	s.ev_hup = evsignal_new(s.base, SIGHUP, server_on_hup, &s);
@@ -281,6 +291,8 @@ cmd_serve(struct cli *cli, int argc, char **argv)
 	else
 		rc = EXIT_OK;
 done:
+	/* First: it refers to the relay, the credential store and the audit log. */
+	admin_server_free(s.admin);
 	if (s.smtp != NULL)
 		smtp_server_free(s.smtp);
 	if (s.relay != NULL)
