@@ -8,7 +8,8 @@
 # Test: cmocka, pytest with aiosmtpd and cryptography (the fake Gmail and its
 # test CA), real SMTP clients (swaks, curl), valgrind, clang + its runtime
 # for the ASan/UBSan build.
-SMTPVAULT_PACKAGES="build-essential pkg-config libsodium-dev libssl-dev libmicrohttpd-dev libevent-dev libjansson-dev libinih-dev libcmocka-dev libbsd-dev libseccomp-dev libsystemd-dev python3 python3-pytest python3-pytest-timeout python3-aiosmtpd python3-cryptography swaks curl openssl valgrind clang libclang-rt-14-dev"
+# Admin page browser tests: headless Chromium driven by Selenium.
+SMTPVAULT_PACKAGES="build-essential pkg-config libsodium-dev libssl-dev libmicrohttpd-dev libevent-dev libjansson-dev libinih-dev libcmocka-dev libbsd-dev libseccomp-dev libsystemd-dev python3 python3-pytest python3-pytest-timeout python3-aiosmtpd python3-cryptography swaks curl openssl valgrind clang libclang-rt-14-dev python3-selenium chromium chromium-driver"
 
 missing=""
 for pkg in $SMTPVAULT_PACKAGES; do

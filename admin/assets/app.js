@@ -348,13 +348,13 @@
     const status = e.status || e.action || "";
     const row = el("tr", { class: "entry", tabindex: "0", title: "show the full record" },
       el("td", { class: "nowrap", text: fmtTime(e.ts) }),
-      el("td", { text: e.event || "" }),
+      el("td", { class: "nowrap", text: e.event || "" }),
       el("td", { text: e.account || "" }),
       el("td", { text: client.trim() }),
       el("td", { class: "sender", text: e.mail_from === "" ? "<>" : (e.mail_from || "") }),
       el("td", { text: rcpts }),
       el("td", { class: "subject", text: detailText(e) }),
-      el("td", { class: e.status ? "status-" + e.status : "", text: status }));
+      el("td", { class: "nowrap" + (e.status ? " status-" + e.status : ""), text: status }));
     const toggle = () => { detail.hidden = !detail.hidden; };
     row.addEventListener("click", toggle);
     row.addEventListener("keydown", (ev) => { if (ev.key === "Enter") toggle(); });
