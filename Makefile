@@ -6,7 +6,21 @@ DESTDIR  ?=
 BUILD    ?= build
 CC       ?= cc
 
-PKGS     := libsodium openssl libevent libevent_openssl libmicrohttpd jansson inih libbsd
+# Install locations. logrotate reads only /etc/logrotate.d, whatever PREFIX;
+# systemd also searches /usr/local/lib/{systemd/system,sysusers.d,tmpfiles.d}.
+SBINDIR     ?= $(PREFIX)/sbin
+MANDIR      ?= $(PREFIX)/share/man
+DOCDIR      ?= $(PREFIX)/share/doc/smtpvault
+SYSCONFDIR  ?= /etc
+UNITDIR     ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
+INSTALLED   := $(SBINDIR)/smtpvault $(MANDIR)/man8/smtpvault.8 $(MANDIR)/man5/smtpvault.conf.5 \
+               $(UNITDIR)/smtpvault.service $(SYSUSERSDIR)/smtpvault.conf \
+               $(TMPFILESDIR)/smtpvault.conf $(SYSCONFDIR)/logrotate.d/smtpvault \
+               $(DOCDIR)/smtpvault.conf.example
+
+PKGS     := libsodium openssl libevent libevent_openssl libmicrohttpd jansson inih libbsd libsystemd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -95,19 +109,25 @@ bench-vault: all
 bench-audit: all
 	@tests/bench/audit.sh $(BUILD)/smtpvault
 
+# The unit names the binary as /usr/sbin/smtpvault; it is rewritten to SBINDIR.
 install: all
-	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/man/man5
-	install -m 0755 $(BUILD)/smtpvault $(DESTDIR)$(PREFIX)/sbin/smtpvault
-	install -m 0644 deploy/man/smtpvault.8 $(DESTDIR)$(PREFIX)/share/man/man8/smtpvault.8
-	install -m 0644 deploy/man/smtpvault.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/smtpvault.conf.5
-	install -d $(DESTDIR)$(PREFIX)/share/doc/smtpvault
-	install -m 0644 deploy/smtpvault.conf.example $(DESTDIR)$(PREFIX)/share/doc/smtpvault/smtpvault.conf.example
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5 \
+	    $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR) \
+	    $(DESTDIR)$(SYSCONFDIR)/logrotate.d $(DESTDIR)$(DOCDIR)
+	install -m 0755 $(BUILD)/smtpvault $(DESTDIR)$(SBINDIR)/smtpvault
+	install -m 0644 deploy/man/smtpvault.8 $(DESTDIR)$(MANDIR)/man8/smtpvault.8
+	install -m 0644 deploy/man/smtpvault.conf.5 $(DESTDIR)$(MANDIR)/man5/smtpvault.conf.5
+	sed 's|/usr/sbin/smtpvault|$(SBINDIR)/smtpvault|g' deploy/systemd/smtpvault.service \
+	    > $(DESTDIR)$(UNITDIR)/smtpvault.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/smtpvault.service
+	install -m 0644 deploy/systemd/smtpvault.sysusers $(DESTDIR)$(SYSUSERSDIR)/smtpvault.conf
+	install -m 0644 deploy/systemd/smtpvault.tmpfiles $(DESTDIR)$(TMPFILESDIR)/smtpvault.conf
+	install -m 0644 deploy/logrotate/smtpvault $(DESTDIR)$(SYSCONFDIR)/logrotate.d/smtpvault
+	install -m 0644 deploy/smtpvault.conf.example $(DESTDIR)$(DOCDIR)/smtpvault.conf.example
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/sbin/smtpvault $(DESTDIR)$(PREFIX)/share/man/man8/smtpvault.8 \
-	      $(DESTDIR)$(PREFIX)/share/man/man5/smtpvault.conf.5 \
-	      $(DESTDIR)$(PREFIX)/share/doc/smtpvault/smtpvault.conf.example
-	-rmdir $(DESTDIR)$(PREFIX)/share/doc/smtpvault
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
+	-rmdir $(DESTDIR)$(DOCDIR)
 
 clean:
 	rm -rf build build-asan

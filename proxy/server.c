@@ -17,8 +17,11 @@
 #include "audit.h"
 #include "cli.h"
 #include "credential.h"
+#include "fsperm.h"
 #include "log.h"
+#include "privdrop.h"
 #include "relay.h"
+#include "sdnotify.h"
 #include "smtp_session.h"
 
 #define VAULT_POLL_SECONDS	1	/* SPEC: a changed vault is live within 2 s */
@@ -46,6 +49,7 @@ struct server {
 	struct smtp_server	*smtp;
 	struct admin_server	*admin;
 	struct event		*ev_term, *ev_int, *ev_hup, *ev_vault, *ev_deadline;
+	struct sdnotify		*sd;		/* systemd: READY, RELOADING, STOPPING, watchdog */
 	int			 draining;
 };
 
@@ -87,6 +91,7 @@ server_on_term(evutil_socket_t sig, short what, void *arg)
 		return;
 	}
 	s->draining = 1;
+	sdnotify_stopping(s->sd);
 	log_info("event=signal signal=%d action=drain", (int)sig);
 	/* In-flight messages get the upstream timeout twice over, then we go. */
 	tv.tv_sec = (time_t)(2 * s->cfg->upstream_timeout + s->cfg->smtp_timeout);
@@ -115,9 +120,8 @@ server_free_old_configs(struct server *s, time_t now, int all)
 }
 
 static void
-server_on_hup(evutil_socket_t sig, short what, void *arg)
+server_reload(struct server *s)
 {
-	struct server *s = arg;
 	struct config *n;
 	struct old_config *o;
 	char err[1024];
@@ -151,6 +155,17 @@ server_on_hup(evutil_socket_t sig, short what, void *arg)
 	if (audit_reopen(s->audit, err, sizeof(err)) == -1)
 		log_err("event=reload error=\"%s\"", err);
 	log_info("event=reload config=%s", s->cli->config_path);
+}
+
+/* systemd sees the reload begin and end, whatever its outcome. */
+static void
+server_on_hup(evutil_socket_t sig, short what, void *arg)
+{
+	struct server *s = arg;
+
+	sdnotify_reloading(s->sd);
+	server_reload(s);
+	sdnotify_ready(s->sd);
 }
 
 static void
@@ -199,7 +214,8 @@ cmd_serve(struct cli *cli, int argc, char **argv)
 	struct server s;
 	struct vault *v = NULL;
 	struct timeval poll = { VAULT_POLL_SECONDS, 0 };
-	char err[1024];
+	struct privdrop pd;
+	char err[1024], who[PRIVDROP_NAME_MAX];
 	int i, check = 0, rc;
 
 	for (i = 1; i < argc; i++) {
@@ -217,6 +233,13 @@ cmd_serve(struct cli *cli, int argc, char **argv)
 	vault_harden_process();
 	if ((rc = cli_load_config(cli)) != EXIT_OK)
 		return rc;
+	/* Before the vault is unlocked: no secret others can read, and a user
+	 * to become when started as root. */
+	if (fsperm_check_config(&cli->cfg, cli->passphrase_file, err, sizeof(err)) == -1 ||
+	    privdrop_prepare(&pd, PRIVDROP_USER, err, sizeof(err)) == -1) {
+		cli_error("%s", err);
+		return EXIT_USAGE;
+	}
 	if (cli->cfg.delivery == DELIVERY_QUEUE) {
 		cli_error("%s: delivery = queue is not available in this build yet; "
 		    "set delivery = direct in [smtp]", cli->config_path);
@@ -284,8 +307,25 @@ cmd_serve(struct cli *cli, int argc, char **argv)
 		log_err("event=start error=\"cannot set up signal handling\"");
 		goto done;
 	}
+	/* Everything is bound and open: give root up, then prove we can still
+	 * write our state as the user we became. */
+	if (privdrop_drop(&pd, err, sizeof(err)) == -1 ||
+	    fsperm_check_access(s.cfg, privdrop_user_name(&pd, who, sizeof(who)), err,
+	    sizeof(err)) == -1) {
+		log_err("event=start error=\"%s\"", err);
+		rc = EXIT_USAGE;
+		goto done;
+	}
+	if (pd.kept_root)
+		log_warn("event=start warning=\"running as root because %s=1 is set; "
+		    "never do this in production\"", PRIVDROP_ALLOW_ROOT_ENV);
+	if ((s.sd = sdnotify_new(s.base)) == NULL) {
+		log_err("event=start error=\"out of memory\"");
+		goto done;
+	}
 	log_info("event=started version=%s config=%s delivery=%s", SMTPVAULT_VERSION,
 	    cli->config_path, s.cfg->delivery == DELIVERY_DIRECT ? "direct" : "queue");
+	sdnotify_ready(s.sd);
 	if (event_base_dispatch(s.base) == -1)
 		log_err("event=loop error=\"event loop failed\"");
 	else
@@ -309,6 +349,7 @@ done:
 		event_free(s.ev_vault);
 	if (s.ev_deadline != NULL)
 		event_free(s.ev_deadline);
+	sdnotify_free(s.sd);
 	if (s.base != NULL)
 		event_base_free(s.base);
 	server_free_old_configs(&s, 0, 1);

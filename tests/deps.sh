@@ -9,7 +9,11 @@
 # test CA), real SMTP clients (swaks, curl), valgrind, clang + its runtime
 # for the ASan/UBSan build.
 # Admin page browser tests: headless Chromium driven by Selenium.
-SMTPVAULT_PACKAGES="build-essential pkg-config libsodium-dev libssl-dev libmicrohttpd-dev libevent-dev libjansson-dev libinih-dev libcmocka-dev libbsd-dev libseccomp-dev libsystemd-dev python3 python3-pytest python3-pytest-timeout python3-aiosmtpd python3-cryptography swaks curl openssl valgrind clang libclang-rt-14-dev python3-selenium chromium chromium-driver"
+# Deploy checks (test_install.py, test_deploy.py): man page lint with mandoc
+# and groff-base, the container entry point with the shellcheck package,
+# systemd-analyze verify and security, sysusers and tmpfiles from systemd,
+# logrotate, and python3-yaml for compose.yaml.
+SMTPVAULT_PACKAGES="build-essential pkg-config libsodium-dev libssl-dev libmicrohttpd-dev libevent-dev libjansson-dev libinih-dev libcmocka-dev libbsd-dev libseccomp-dev libsystemd-dev python3 python3-pytest python3-pytest-timeout python3-aiosmtpd python3-cryptography swaks curl openssl valgrind clang libclang-rt-14-dev mandoc groff-base shellcheck systemd logrotate python3-yaml python3-selenium chromium chromium-driver"
 
 missing=""
 for pkg in $SMTPVAULT_PACKAGES; do
