@@ -82,20 +82,19 @@ unit: $(BUILD)/smtpvault $(UNIT_BIN)
 integration: $(BUILD)/smtpvault
 	@tests/run-integration.sh $(BUILD)/smtpvault
 
-test: deps
-	@$(MAKE) --no-print-directory all
-	@$(MAKE) --no-print-directory $(UNIT_BIN)
-	@tests/run-all.sh $(BUILD)
+ASAN_OPT := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+ASAN_MAKE = $(MAKE) --no-print-directory BUILD=build-asan CC=clang OPT="$(ASAN_OPT)" \
+	    LDFLAGS="-fsanitize=address,undefined"
 
-# The same unit and integration tests against an ASan+UBSan build in build-asan/.
+# Every suite: normal build, ASan+UBSan build, valgrind, fuzz corpora.
+test: deps
+	@$(MAKE) --no-print-directory all $(UNIT_BIN)
+	@$(ASAN_MAKE) all $(UNIT_SRC:tests/unit/%.c=build-asan/tests/%)
+	@tests/test-all.sh
+
+# Only the unit and integration tests against an ASan+UBSan build in build-asan/.
 asan: deps
-	@$(MAKE) --no-print-directory BUILD=build-asan CC=clang \
-	    OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
-	    LDFLAGS="-fsanitize=address,undefined" all
-	@$(MAKE) --no-print-directory BUILD=build-asan CC=clang \
-	    OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
-	    LDFLAGS="-fsanitize=address,undefined" \
-	    $(UNIT_SRC:tests/unit/%.c=build-asan/tests/%)
+	@$(ASAN_MAKE) all $(UNIT_SRC:tests/unit/%.c=build-asan/tests/%)
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	    tests/run-all.sh build-asan
 
