@@ -364,6 +364,9 @@ admin_run(evutil_socket_t fd, short what, void *arg)
 	admin_schedule(srv);
 }
 
+static void admin_mhd_log(void *, const char *, va_list)
+    __attribute__((format(printf, 2, 0)));
+
 static void
 admin_mhd_log(void *cls, const char *fmt, va_list ap)
 {
