@@ -18,6 +18,7 @@
 
 #define MODE_OTHERS_RW	(S_IRGRP | S_IWGRP | S_IROTH | S_IWOTH)
 #define MODE_OTHERS_W	(S_IWGRP | S_IWOTH)
+#define MODE_CRED_BAD	(S_IWGRP | S_IROTH | S_IWOTH)	/* group read: an ACL mask */
 #define MODE_PERMS	07777
 #define LOCK_SUFFIX	".lock"		/* vault.c's lock file, "<vault>.lock" */
 #define HEAD_SUFFIX	".head"		/* audit.c's chain head, "<log>.head" */
@@ -41,6 +42,31 @@ fsperm_check_secret(const char *path, const char *what, char *err, size_t errlen
 		snprintf(err, errlen, "%s %s is %s by group or others (mode %04o); "
 		    "chmod 600 %s", what, path,
 		    (st.st_mode & (S_IRGRP | S_IROTH)) ? "readable" : "writable",
+		    (unsigned)(st.st_mode & MODE_PERMS), path);
+		return -1;
+	}
+	return 0;
+}
+
+int
+fsperm_check_credential(const char *path, char *err, size_t errlen)
+{
+	struct stat st;
+
+	if (stat(path, &st) == -1) {
+		if (errno == ENOENT)
+			return 0;
+		snprintf(err, errlen, "cannot stat credential %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		snprintf(err, errlen, "credential %s is not a regular file", path);
+		return -1;
+	}
+	if ((st.st_mode & MODE_CRED_BAD) != 0) {
+		snprintf(err, errlen, "credential %s is %s by %s (mode %04o); chmod 600 %s",
+		    path, (st.st_mode & S_IROTH) ? "readable" : "writable",
+		    (st.st_mode & (S_IROTH | S_IWOTH)) ? "others" : "group",
 		    (unsigned)(st.st_mode & MODE_PERMS), path);
 		return -1;
 	}
@@ -125,7 +151,7 @@ fsperm_check_config(const struct config *cfg, const char *passphrase_file,
 			snprintf(err, errlen, "CREDENTIALS_DIRECTORY %s is too long", credir);
 			return -1;
 		}
-		if (fsperm_check_secret(cred, "credential", err, errlen) == -1)
+		if (fsperm_check_credential(cred, err, errlen) == -1)
 			return -1;
 	}
 	if (check_dir_of(cfg->vault_path, "vault directory", err, errlen) == -1 ||

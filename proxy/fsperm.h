@@ -24,6 +24,16 @@
 int	fsperm_check_secret(const char *path, const char *what, char *err, size_t errlen)
 	    __attribute__((warn_unused_result));
 
+/*
+ * The systemd credential, a file directly in $CREDENTIALS_DIRECTORY. systemd
+ * makes it 0400 and grants the service's user read access with a POSIX ACL
+ * where the file system has ACLs; stat(2) then shows the ACL's mask in the
+ * group bits (0440) although no group can read it. So here only a group
+ * write bit or any bit for others is refused.
+ */
+int	fsperm_check_credential(const char *path, char *err, size_t errlen)
+	    __attribute__((warn_unused_result));
+
 /* A directory the daemon writes must not be writable by group or others
  * (sticky or not): "chmod 700 DIR". A missing directory passes. */
 int	fsperm_check_dir(const char *path, const char *what, char *err, size_t errlen)

@@ -115,6 +115,40 @@ test_secret_missing_and_directory(void **state)
 }
 
 static void
+test_credential_modes(void **state)
+{
+	static const struct {
+		mode_t		 mode;
+		int		 rc;
+		const char	*why;
+	} cases[] = {
+		{ 0400, OK, NULL },
+		{ 0600, OK, NULL },
+		{ 0440, OK, NULL },		/* an ACL mask, see fsperm.h */
+		{ 0444, BAD, "readable by others" },
+		{ 0404, BAD, "readable by others" },
+		{ 0460, BAD, "writable by group" },
+		{ 0402, BAD, "writable by others" },
+	};
+	struct fixture *fx = *state;
+	char err[ERRLEN], want[ERRLEN];
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(cases); i++) {
+		assert_int_equal(chmod(fx->file, cases[i].mode), 0);
+		if (fsperm_check_credential(fx->file, err, sizeof(err)) != cases[i].rc)
+			fail_msg("mode %04o: expected %s", (unsigned)cases[i].mode,
+			    cases[i].rc == OK ? "success" : "failure");
+		if (cases[i].rc == OK)
+			continue;
+		snprintf(want, sizeof(want), "credential %s is %s (mode %04o); chmod 600 %s",
+		    fx->file, cases[i].why, (unsigned)cases[i].mode, fx->file);
+		assert_string_equal(err, want);
+	}
+	chmod(fx->file, 0600);
+}
+
+static void
 test_dir_modes(void **state)
 {
 	static const struct {
@@ -183,6 +217,9 @@ test_check_config(void **state)
 	assert_non_null(strstr(err, "credential"));
 	chmod(path, 0400);
 	assert_int_equal(fsperm_check_config(&cfg, NULL, err, sizeof(err)), OK);
+	/* 0440: systemd's ACL for the service user shows as the group bits. */
+	chmod(path, 0440);
+	assert_int_equal(fsperm_check_config(&cfg, NULL, err, sizeof(err)), OK);
 	unsetenv("CREDENTIALS_DIRECTORY");
 
 	/* The audit log's directory, writable by others. */
@@ -203,6 +240,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_secret_modes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_secret_missing_and_directory, setup,
 		    teardown),
+		cmocka_unit_test_setup_teardown(test_credential_modes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dir_modes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_check_config, setup, teardown),
 	};
