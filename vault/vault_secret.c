@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -186,6 +187,25 @@ done:
 	return rc;
 }
 
+/*
+ * systemd 254 and later hand a credential to the service user through an
+ * ACL, which stat() shows as group read (mode 0440); the credentials
+ * directory itself is private to the service. Group read is accepted there
+ * only; others' bits and any write bit are still refused.
+ */
+static int
+keysrc_is_systemd_credential(const char *path)
+{
+	const char *dir = getenv("CREDENTIALS_DIRECTORY");
+	size_t n;
+
+	if (dir == NULL || dir[0] != '/' || (n = strlen(dir)) == 0)
+		return 0;
+	while (n > 1 && dir[n - 1] == '/')
+		n--;
+	return strncmp(path, dir, n) == 0 && path[n] == '/' && strchr(path + n + 1, '/') == NULL;
+}
+
 int
 vault_keysrc_from_file(const char *path, int is_keyfile, struct vault_keysrc *out,
     char *err, size_t errlen)
@@ -221,7 +241,7 @@ vault_keysrc_from_file(const char *path, int is_keyfile, struct vault_keysrc *ou
 		snprintf(err, errlen, "%s is not a regular file", path);
 		goto done;
 	}
-	if (st.st_mode & (S_IRGRP | S_IROTH)) {
+	if (st.st_mode & (keysrc_is_systemd_credential(path) ? S_IROTH : S_IRGRP | S_IROTH)) {
 		snprintf(err, errlen, "%s is readable by group or others; chmod 600 it", path);
 		goto done;
 	}

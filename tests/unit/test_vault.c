@@ -423,6 +423,41 @@ test_keysrc_refuses_loose_modes(void **state)
 	assert_err(err, "not a regular file");
 }
 
+/*
+ * systemd 254+ shows a credential's ACL as group read (0440): accepted in
+ * $CREDENTIALS_DIRECTORY only, never with others' bits or outside it.
+ */
+static void
+test_keysrc_systemd_credential_acl(void **state)
+{
+	char path[PATH_MAX], other[PATH_MAX], err[ERRLEN];
+	struct vault_keysrc src;
+
+	(void)state;
+	tpath(path, sizeof(path), "smtpvault-passphrase");
+	tpath(other, sizeof(other), "elsewhere");
+	write_file(path, "a passphrase\n", 13, 0440);
+	write_file(other, "a passphrase\n", 13, 0440);
+	assert_int_equal(setenv("CREDENTIALS_DIRECTORY", tdir, 1), 0);
+	assert_int_equal(vault_keysrc_from_file(path, 0, &src, err, sizeof(err)), 0);
+	vault_keysrc_wipe(&src);
+	assert_int_equal(chmod(path, 0444), 0);
+	assert_int_equal(vault_keysrc_from_file(path, 0, &src, err, sizeof(err)), -1);
+	assert_err(err, "readable by group or others");
+	assert_int_equal(chmod(path, 0460), 0);
+	assert_int_equal(vault_keysrc_from_file(path, 0, &src, err, sizeof(err)), -1);
+	assert_err(err, "writable by group or others");
+	/* Outside the credentials directory, group read is still refused. */
+	assert_int_equal(setenv("CREDENTIALS_DIRECTORY", "/nonexistent-credentials", 1), 0);
+	assert_int_equal(chmod(path, 0440), 0);
+	assert_int_equal(vault_keysrc_from_file(path, 0, &src, err, sizeof(err)), -1);
+	assert_err(err, "readable by group or others");
+	assert_int_equal(unsetenv("CREDENTIALS_DIRECTORY"), 0);
+	assert_int_equal(vault_keysrc_from_file(other, 0, &src, err, sizeof(err)), -1);
+	assert_int_equal(chmod(path, 0600), 0);
+	assert_int_equal(chmod(other, 0600), 0);
+}
+
 /* ----------------------------------------------------- create, open, keys */
 
 static void
@@ -2510,6 +2545,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_keysrc_from_file),
 		cmocka_unit_test(test_keysrc_refuses_loose_modes),
+		cmocka_unit_test(test_keysrc_systemd_credential_acl),
 		cmocka_unit_test(test_create_open_passphrase),
 		cmocka_unit_test(test_create_open_keyfile),
 		cmocka_unit_test(test_create_refuses_existing),
