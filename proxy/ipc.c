@@ -503,6 +503,12 @@ ipc_put(struct ipc_buf *b, const void *p, size_t len)
 }
 
 void
+ipc_put_raw(struct ipc_buf *b, const void *p, size_t len)
+{
+	ipc_put(b, p, len);
+}
+
+void
 ipc_put_u32(struct ipc_buf *b, uint32_t v)
 {
 	unsigned char x[4] = { v >> 24, v >> 16, v >> 8, v };

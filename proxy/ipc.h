@@ -18,7 +18,7 @@ struct event_base;
 
 #define IPC_VERSION		1
 #define IPC_HDR_LEN		12		/* version, flags, type, id, len */
-#define IPC_PAYLOAD_MAX		(48 * 1024)	/* hard bound on any payload */
+#define IPC_PAYLOAD_MAX		(128 * 1024)	/* hard bound on any payload */
 #define IPC_MSG_MAX		(IPC_HDR_LEN + IPC_PAYLOAD_MAX)
 #define IPC_FLAG_FD		0x01		/* an fd accompanies the message */
 #define IPC_FLAGS_KNOWN		IPC_FLAG_FD
@@ -99,6 +99,8 @@ void	ipc_put_u32(struct ipc_buf *b, uint32_t v);
 void	ipc_put_u64(struct ipc_buf *b, uint64_t v);
 void	ipc_put_str(struct ipc_buf *b, const char *s);
 void	ipc_put_bytes(struct ipc_buf *b, const void *p, size_t len);
+/* Bytes with no length prefix (the rest of a payload). */
+void	ipc_put_raw(struct ipc_buf *b, const void *p, size_t len);
 uint32_t ipc_get_u32(struct ipc_rd *r);
 uint64_t ipc_get_u64(struct ipc_rd *r);
 /* Copies a string into dst (NUL-terminated); fails if it does not fit or

@@ -91,7 +91,7 @@ test_validate_refuses_malformed(void **state)
 		{ 1, 0, T_FD, 0, 0, 0, 0, "type 2: the fd is missing" },
 		{ 1, IPC_FLAG_FD, T_PING, 4, 4, 1, 0, "type 1: an fd where none belongs" },
 		{ 1, IPC_FLAG_FD, T_FD, 0, 0, 0, 0, "type 2: fd flag and fd disagree" },
-		{ 1, 0, T_PING, 4, 4, 0, 1, "record larger than 49164 bytes" },
+		{ 1, 0, T_PING, 4, 4, 0, 1, "record larger than 131084 bytes" },
 	};
 	unsigned char b[64], zeros[8] = { 0 };
 	struct ipc_msg m;
