@@ -48,7 +48,7 @@ FUZZ_OBJS_vault_file    := $(FUZZ_VAULT)
 FUZZ_HDRS := $(wildcard vault/*.h proxy/*.h $(FUZZ_DIR)/*.h)
 FUZZ_BINS := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
 
-.PHONY: fuzz fuzz-build fuzz-regress fuzz-seeds fuzz-clean
+.PHONY: fuzz fuzz-build fuzz-check-cc fuzz-regress fuzz-seeds fuzz-clean
 
 # Code under test: coverage-instrumented, no libFuzzer main.
 $(FUZZ_BUILD)/obj/%.o: %.c $(FUZZ_HDRS)
@@ -64,7 +64,12 @@ $(FUZZ_BUILD)/fuzz_$(1): $(FUZZ_DIR)/fuzz_$(1).c $(FUZZ_HDRS) \
 endef
 $(foreach h,$(FUZZ_HARNESSES),$(eval $(call FUZZ_HARNESS_RULE,$(h))))
 
-fuzz-build: $(FUZZ_BINS)
+fuzz-build: fuzz-check-cc $(FUZZ_BINS)
+
+# libFuzzer comes with clang; on Debian 12: apt-get install clang-14 libclang-rt-14-dev
+fuzz-check-cc:
+	@command -v $(FUZZ_CC) >/dev/null 2>&1 || { echo "fuzz: $(FUZZ_CC) not found;" \
+	    "install clang-14 and libclang-rt-14-dev (or set FUZZ_CC)" >&2; exit 1; }
 
 fuzz: fuzz-build
 	@$(FUZZ_DIR)/run.sh fuzz $(FUZZ_SECONDS) $(FUZZ_BUILD) $(FUZZ_TARGETS)
