@@ -16,6 +16,10 @@
 # $(FUZZ_BUILD)/corpus/NAME/, never into the committed seeds; crashes to
 # $(FUZZ_BUILD)/crashes/NAME/.
 
+# Remember whether a goal was chosen already: this file must not become the
+# default goal wherever it is included (restored at the end).
+FUZZ_SAVED_GOAL := $(.DEFAULT_GOAL)
+
 FUZZ_CC       ?= clang-14
 FUZZ_BUILD    ?= build-fuzz
 FUZZ_SECONDS  ?= 60
@@ -90,3 +94,7 @@ fuzz-seeds: $(FUZZ_BUILD)/seedgen
 
 fuzz-clean:
 	rm -rf $(FUZZ_BUILD)
+
+ifeq ($(FUZZ_SAVED_GOAL),)
+.DEFAULT_GOAL :=
+endif
