@@ -128,5 +128,9 @@ uninstall:
 	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
 	-rmdir $(DESTDIR)$(DOCDIR)
 
+# libFuzzer harnesses: `make fuzz` (FUZZ_SECONDS each, default 60) and
+# `make fuzz-regress` (every committed seed once; part of `make test`).
+include tests/fuzz/fuzz.mk
+
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
