@@ -43,7 +43,8 @@ MAIN_OBJ := $(BUILD)/obj/proxy/main.o
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps test unit integration asan run install uninstall clean bench-vault bench-audit
+.PHONY: all deps test unit integration asan run install uninstall clean bench-vault bench-audit \
+	bench
 
 all: $(BUILD)/smtpvault
 
@@ -108,6 +109,18 @@ bench-vault: all
 bench-audit: all
 	@tests/bench/audit.sh $(BUILD)/smtpvault
 
+# smtpvault against Postfix (tests/bench/run.sh, as root, 10-15 minutes; not
+# part of `make test`). The sink and the load generator need only libevent
+# and OpenSSL.
+BENCH_PKGS := libevent libevent_openssl openssl
+$(BUILD)/bench/%: tests/bench/%.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) $(shell pkg-config --cflags $(BENCH_PKGS)) \
+	    -o $@ $< $(shell pkg-config --libs $(BENCH_PKGS)) -lm
+
+bench: all $(BUILD)/bench/sink $(BUILD)/bench/loadgen
+	@tests/bench/run.sh $(BUILD)
+
 # The unit names the binary as /usr/sbin/smtpvault; it is rewritten to SBINDIR.
 install: all
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5 \
@@ -128,5 +141,9 @@ uninstall:
 	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
 	-rmdir $(DESTDIR)$(DOCDIR)
 
+# libFuzzer harnesses: `make fuzz` (FUZZ_SECONDS each, default 60) and
+# `make fuzz-regress` (every committed seed once; part of `make test`).
+include tests/fuzz/fuzz.mk
+
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz

@@ -184,6 +184,11 @@ parse_literal(const char *s, size_t len, struct parse_flags *fl, const char **wh
 	n = len - 2;
 	memcpy(buf, s + 1, n);
 	buf[n] = '\0';
+	/* inet_pton() would stop at a NUL and accept what precedes it. */
+	if (memchr(buf, '\0', n) != NULL) {
+		*why = "bad address literal";
+		return -1;
+	}
 	if (n > 5 && strncasecmp(buf, "IPv6:", 5) == 0) {
 		if (inet_pton(AF_INET6, buf + 5, addr) != 1) {
 			*why = "bad IPv6 address literal";

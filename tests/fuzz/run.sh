@@ -59,6 +59,8 @@ timed() {
 	rm -f "$tf"
 }
 
+regress_ok=0
+regress_bad=0
 for name in "$@"; do
 	bin=$build/fuzz_$name
 	seeds=$seeds_root/$name
@@ -80,7 +82,9 @@ for name in "$@"; do
 		if [ $rc -eq 0 ]; then
 			printf 'fuzz_%s: %d corpus inputs, CPU %ss, no finding\n' \
 			    "$name" ${#files[@]} "$cpu"
+			regress_ok=$((regress_ok + 1))
 		else
+			regress_bad=$((regress_bad + 1))
 			printf 'fuzz_%s: FAILED over its corpus (exit %d); log %s\n' \
 			    "$name" $rc "$log"
 			grep -E 'Running:|ERROR|SUMMARY|property broken' "$log" | tail -n 8 | \
@@ -113,4 +117,8 @@ for name in "$@"; do
 	printf '%s\tfuzz_%s\t%s\t%s\t%s\t%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$name" \
 	    "$seconds" "$execs" "$cpu" "$result" >>"$history"
 done
+if [ "$mode" = regress ]; then
+	# Harnesses are the tests here: one line for test-all.sh's totals.
+	echo "fuzz: $regress_ok passed, $regress_bad failed"
+fi
 exit $failed

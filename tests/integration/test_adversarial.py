@@ -10,8 +10,9 @@ What must hold: no second upstream message and no bare CR or LF upstream; no
 relay for an untrusted address; no command executed from plaintext sent
 before TLS; no AUTH byte to an unverified or misbehaving server; no hang past
 the configured timeouts; bounded memory (the daemon's VmRSS and VmHWM are
-read from /proc before and after, printed, written to tests/out/adversarial.txt
-and asserted); other clients still served within 2 s.
+read from /proc before and after, printed, written to
+tests/out/adversarial-BUILDDIR.txt and asserted); other clients still served
+within 2 s.
 """
 
 import os
@@ -33,7 +34,7 @@ TIMEOUT = 10                    # socket timeout of a test client
 RCPT = "bob@example.org"
 MB = 1024 * 1024
 OUT_DIR = os.path.join(REPO_ROOT, "tests", "out")
-METRICS = os.path.join(OUT_DIR, "adversarial.txt")
+METRICS = None          # tests/out/adversarial-BUILDDIR.txt, set per run
 
 # Memory bounds. A 10 MB attack must not leave a 10 MB footprint: the daemon
 # may grow by buffers it keeps anyway (64 KiB input watermark per session,
@@ -46,10 +47,16 @@ SERVE_WITHIN = 2.0              # seconds for a whole transaction under load
 # ---- reporting -------------------------------------------------------------
 
 @pytest.fixture(scope="module", autouse=True)
-def _metrics_file():
+def _metrics_file(smtpvault_bin):
+    """One file per build directory (build, build-asan), so that runs
+    against different builds do not mix their figures."""
+    global METRICS
+    build = os.path.basename(os.path.dirname(smtpvault_bin)) or "build"
     os.makedirs(OUT_DIR, exist_ok=True)
+    METRICS = os.path.join(OUT_DIR, f"adversarial-{build}.txt")
     with open(METRICS, "w") as f:
-        f.write(f"# test_adversarial.py, {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        f.write(f"# test_adversarial.py against {smtpvault_bin}, "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
     yield
 
 
@@ -671,6 +678,29 @@ def test_upstream_10mb_reply_bounded_memory(daemon, gmail, hostile, mode, bounde
         assert c.cmd("NOOP")[0] == 250
     finally:
         c.close()
+
+
+def test_upstream_10mb_reply_to_final_dot(daemon, gmail, bounded_asan):
+    """The same flood from a verified, authenticated upstream, as its reply
+    to the message: refused by the reply parser's bounds, 4xx to the client
+    (the outcome is unknown), memory bounded, the daemon alive and able to
+    deliver again."""
+    d = daemon()
+    assert send_one(d)[1] == 250
+    rss0, hwm0 = proc_status(d.proc.pid)
+    huge = "\r\n".join(["250-" + "x" * 1018] * 10240 + ["250 2.0.0 OK"])
+    gmail.script("MESSAGE", huge)
+    t0 = time.monotonic()
+    stage, code, text = send_one(d)
+    elapsed = time.monotonic() - t0
+    rss1, hwm1 = proc_status(d.proc.pid)
+    report("upstream_10mb_reply_to_dot", reply=code, seconds=round(elapsed, 1),
+           rss_before_kb=rss0, rss_after_kb=rss1, hwm_after_kb=hwm1)
+    assert 400 <= code < 500, (stage, code, text[:200])
+    assert len(text) < 4096, f"{len(text)} octets of upstream text passed to the client"
+    assert hwm1 - rss0 < RSS_GROWTH_MAX_KB, f"peak RSS grew by {hwm1 - rss0} kB"
+    assert d.proc.poll() is None
+    assert send_one(d)[1] == 250
 
 
 # ---- resource exhaustion on the LAN side -------------------------------------------

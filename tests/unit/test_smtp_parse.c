@@ -258,6 +258,15 @@ test_parse_mailbox(void **state)
 			fail_msg("case %zu \"%s\": status %d (%s)", i, cases[i].box, (int)st,
 			    why ? why : "-");
 	}
+	/* A NUL inside an address literal (found by fuzz_smtp_path): refused,
+	 * although inet_pton() would accept the part before it. */
+	{
+		static const char nul_literal[] = "bob@[IPv6:::1\0x]";
+		const char *why = NULL;
+
+		assert_int_equal(smtp_parse_mailbox(nul_literal, sizeof(nul_literal) - 1, 0, &why),
+		    SYN);
+	}
 }
 
 /* RFC 5321 4.5.3.1: local part 64, domain 255, path 256 with the brackets. */
