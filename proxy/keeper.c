@@ -479,7 +479,7 @@ keeper_serve(int fd, struct credstore *cs, struct audit *a, const struct ipc_rul
 /* ---- Start-up ------------------------------------------------------------------- */
 
 static void __attribute__((noreturn))
-keeper_child(struct cli *cli, const struct privdrop *pd, int fd)
+keeper_child(struct cli *cli, const struct privdrop *pd, keeper_open_fn *open_vault, int fd)
 {
 	unsigned char key[VAULT_KEY_BYTES];
 	struct credstore *cs;
@@ -499,7 +499,7 @@ keeper_child(struct cli *cli, const struct privdrop *pd, int fd)
 	 * (a clear error), not the end of the keeper. */
 	signal(SIGXFSZ, SIG_IGN);
 	vault_harden_process();
-	if ((rc = cli_open_vault(cli, 0, &v)) != EXIT_OK)
+	if ((rc = open_vault(cli, 0, &v)) != EXIT_OK)
 		_exit(rc);
 	if ((cs = credstore_new(v)) == NULL) {
 		vault_close(v);
@@ -531,7 +531,8 @@ keeper_child(struct cli *cli, const struct privdrop *pd, int fd)
 }
 
 int
-keeper_start(struct cli *cli, const struct privdrop *pd, pid_t *pid, int *fd)
+keeper_start(struct cli *cli, const struct privdrop *pd, keeper_open_fn *open_vault,
+    pid_t *pid, int *fd)
 {
 	unsigned char *buf;
 	struct ipc_msg m;
@@ -553,7 +554,7 @@ keeper_start(struct cli *cli, const struct privdrop *pd, pid_t *pid, int *fd)
 	}
 	if (p == 0) {
 		close(sv[0]);
-		keeper_child(cli, pd, sv[1]);
+		keeper_child(cli, pd, open_vault, sv[1]);
 	}
 	close(sv[1]);
 	if ((buf = malloc(IPC_MSG_MAX)) == NULL ||

@@ -53,13 +53,17 @@ extern const struct ipc_rule keeper_rules_daemon[];
 extern const size_t keeper_n_rules_daemon;
 
 /*
- * Fork the keeper: it unlocks the vault (cli's key sources), opens the audit
+ * Fork the keeper: it unlocks the vault (open_vault: cli_open_vault, which
+ * lives with the CLI in main.c), opens the audit
  * log, drops privileges as the daemon does and then says READY on *fd. On
  * success returns EXIT_OK with the channel in *fd and the child in *pid;
  * otherwise the keeper's exit status (EXIT_FAILED for a wrong passphrase,
  * EXIT_USAGE for a configuration problem) and nothing is left running.
  */
-int	keeper_start(struct cli *cli, const struct privdrop *pd, pid_t *pid, int *fd);
+struct vault;
+typedef int keeper_open_fn(struct cli *cli, int for_update, struct vault **out);
+int	keeper_start(struct cli *cli, const struct privdrop *pd, keeper_open_fn *open_vault,
+	    pid_t *pid, int *fd);
 
 /* The keeper's side, for tests: serve requests on fd until it closes, with
  * an opened credstore and audit log. Never returns. */

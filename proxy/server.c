@@ -281,7 +281,7 @@ cmd_serve(struct cli *cli, int argc, char **argv)
 	}
 	/* The keeper unlocks the vault; this process never sees its key. It is
 	 * forked before any listener exists, so it holds no network socket. */
-	if ((rc = keeper_start(cli, &pd, &kpid, &kfd)) != EXIT_OK)
+	if ((rc = keeper_start(cli, &pd, cli_open_vault, &kpid, &kfd)) != EXIT_OK)
 		return rc;
 
 	memset(&s, 0, sizeof(s));
