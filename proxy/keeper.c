@@ -26,6 +26,7 @@
 #include "credential.h"
 #include "log.h"
 #include "privdrop.h"
+#include "sandbox.h"
 #include "util.h"
 
 #define KEEPER_POLL_SECONDS	1	/* SPEC: a changed vault is live within 2 s */
@@ -523,6 +524,11 @@ keeper_child(struct cli *cli, const struct privdrop *pd, keeper_open_fn *open_va
 	}
 	/* A change of user resets the dumpable flag; set it again. */
 	vault_harden_process();
+	/* From here on: files, its socket, memory and time; nothing else. */
+	if (sandbox_keeper(err, sizeof(err)) == -1) {
+		log_err("event=start error=\"%s\"", err);
+		_exit(EXIT_FAILED);
+	}
 	if (ipc_send_sync(fd, KEEPER_READY, 0, -1, NULL, 0, err, sizeof(err)) == -1) {
 		log_err("event=start error=\"%s\"", err);
 		_exit(EXIT_FAILED);

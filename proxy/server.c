@@ -27,6 +27,7 @@
 #include "log.h"
 #include "privdrop.h"
 #include "relay.h"
+#include "sandbox.h"
 #include "sdnotify.h"
 #include "smtp_session.h"
 
@@ -358,6 +359,12 @@ cmd_serve(struct cli *cli, int argc, char **argv)
 	if (pd.kept_root)
 		log_warn("event=start warning=\"running as root because %s=1 is set; "
 		    "never do this in production\"", PRIVDROP_ALLOW_ROOT_ENV);
+	/* The parsers of network input run from here on: no programs, no
+	 * ptrace, no kernel surfaces the daemon never uses. */
+	if (sandbox_network(err, sizeof(err)) == -1) {
+		log_err("event=start error=\"%s\"", err);
+		goto done;
+	}
 	if ((s.sd = sdnotify_new(s.base)) == NULL) {
 		log_err("event=start error=\"out of memory\"");
 		goto done;
