@@ -45,6 +45,7 @@ struct server {
 	struct event_base	*base;
 	struct credstore	*cs;
 	struct audit		*audit;
+	struct audit		*queue_audit;	/* the queue's own handle, for its thread */
 	struct relay		*relay;
 	struct smtp_server	*smtp;
 	struct admin_server	*admin;
@@ -188,6 +189,13 @@ server_open_audit(struct server *s)
 		return -1;
 	}
 	s->audit = audit_open(s->cfg->audit_path, key, err, sizeof(err));
+	/* delivery = queue appends from its I/O thread: a handle of its own
+	 * (several handles serialise on the log's lock, like processes). */
+	if (s->audit != NULL && s->cfg->delivery == DELIVERY_QUEUE &&
+	    (s->queue_audit = audit_open(s->cfg->audit_path, key, err, sizeof(err))) == NULL) {
+		audit_close(s->audit);
+		s->audit = NULL;
+	}
 	sodium_memzero(key, sizeof(key));
 	if (s->audit == NULL) {
 		log_err("event=start error=\"%s\"", err);
@@ -240,11 +248,6 @@ cmd_serve(struct cli *cli, int argc, char **argv)
 		cli_error("%s", err);
 		return EXIT_USAGE;
 	}
-	if (cli->cfg.delivery == DELIVERY_QUEUE) {
-		cli_error("%s: delivery = queue is not available in this build yet; "
-		    "set delivery = direct in [smtp]", cli->config_path);
-		return EXIT_USAGE;
-	}
 	if ((rc = server_open_vault(cli, &v)) != EXIT_OK)
 		return rc;
 	if (check) {
@@ -288,7 +291,8 @@ cmd_serve(struct cli *cli, int argc, char **argv)
 		rc = EXIT_USAGE;
 		goto done;
 	}
-	relay_set_audit(s.relay, s.audit);
+	relay_set_audit(s.relay, s.audit, s.queue_audit);
+	s.queue_audit = NULL;		/* the relay's now */
 	smtp_server_set_audit(s.smtp, s.audit);
 	/* The admin page and API share this loop (admin/admin_server.c). */
 	if ((s.admin = admin_server_new(s.base, s.cfg, s.cs, s.audit, s.relay, err,
@@ -339,6 +343,7 @@ done:
 		relay_free(s.relay);
 	credstore_free(s.cs);
 	audit_close(s.audit);
+	audit_close(s.queue_audit);
 	if (s.ev_term != NULL)
 		event_free(s.ev_term);
 	if (s.ev_int != NULL)
