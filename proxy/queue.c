@@ -1633,9 +1633,15 @@ queue_free(struct queue *q)
 	queue_ctl_free(q->ctl);
 	if (q->io != NULL) {
 		spool_io_stats(q->io, &ios);
-		log_info("event=spool_io batches=%llu ops=%llu creates=%llu dir_syncs=%llu",
+		log_info("event=spool_io batches=%llu ops=%llu creates=%llu dir_syncs=%llu "
+		    "syncfs=%llu ms_files=%llu ms_dir_syncs=%llu ms_audit=%llu ms_other=%llu",
 		    (unsigned long long)ios.batches, (unsigned long long)ios.ops,
-		    (unsigned long long)ios.creates, (unsigned long long)ios.dir_syncs);
+		    (unsigned long long)ios.creates, (unsigned long long)ios.dir_syncs,
+		    (unsigned long long)ios.syncfs,
+		    (unsigned long long)(ios.ns_files / 1000000),
+		    (unsigned long long)(ios.ns_dir_syncs / 1000000),
+		    (unsigned long long)(ios.ns_audit / 1000000),
+		    (unsigned long long)(ios.ns_other / 1000000));
 	}
 	/* The thread finishes first: it may still read a message's bytes. */
 	spool_io_free(q->io);

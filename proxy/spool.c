@@ -280,8 +280,8 @@ write_evbuffer(int fd, struct evbuffer *body)
  * On failure the temporary file is gone and errno tells why.
  */
 static int
-write_atomic(const struct spool *sp, int dfd, const char *tmp, const char *final,
-    const char *a, size_t alen, struct evbuffer *b)
+write_temp(const struct spool *sp, int dfd, const char *tmp, const char *a, size_t alen,
+    struct evbuffer *b, int sync)
 {
 	int fd, saved;
 
@@ -289,15 +289,12 @@ write_atomic(const struct spool *sp, int dfd, const char *tmp, const char *final
 		return -1;
 	adopt(sp, fd);
 	if (write_full(fd, a, alen) == -1 || (b != NULL && write_evbuffer(fd, b) == -1) ||
-	    fsync(fd) == -1)
+	    (sync && fsync(fd) == -1))
 		goto fail;
 	if (close(fd) == -1) {
 		fd = -1;
 		goto fail;
 	}
-	fd = -1;
-	if (renameat(dfd, tmp, dfd, final) == -1)
-		goto fail;
 	return 0;
 fail:
 	saved = errno;
@@ -308,9 +305,38 @@ fail:
 	return -1;
 }
 
+static int
+write_atomic(const struct spool *sp, int dfd, const char *tmp, const char *final,
+    const char *a, size_t alen, struct evbuffer *b)
+{
+	int saved;
+
+	if (write_temp(sp, dfd, tmp, a, alen, b, 1) == -1)
+		return -1;
+	if (renameat(dfd, tmp, dfd, final) == -1) {
+		saved = errno;
+		(void)unlinkat(dfd, tmp, 0);
+		errno = saved;
+		return -1;
+	}
+	return 0;
+}
+
 int
-spool_create(struct spool *sp, const char *id, const char *hdr, size_t hdrlen,
-    struct evbuffer *body)
+spool_write_temp(struct spool *sp, const char *id, const char *hdr, size_t hdrlen,
+    struct evbuffer *body, int flags)
+{
+	char tmp[SPOOL_NAME_MAX];
+	int dfd;
+
+	if ((dfd = area_fd(sp, SPOOL_QUEUE)) == -1 ||
+	    name_of(tmp, sizeof(tmp), id, SPOOL_TMP_SUFFIX, "", 1) == -1)
+		return -1;
+	return write_temp(sp, dfd, tmp, hdr, hdrlen, body, !(flags & SPOOL_DEFER_SYNC));
+}
+
+int
+spool_commit(struct spool *sp, const char *id)
 {
 	char tmp[SPOOL_NAME_MAX], final[SPOOL_NAME_MAX];
 	int dfd;
@@ -319,7 +345,42 @@ spool_create(struct spool *sp, const char *id, const char *hdr, size_t hdrlen,
 	    name_of(tmp, sizeof(tmp), id, SPOOL_TMP_SUFFIX, "", 1) == -1 ||
 	    name_of(final, sizeof(final), id, "", "", 0) == -1)
 		return -1;
-	return write_atomic(sp, dfd, tmp, final, hdr, hdrlen, body);
+	return renameat(dfd, tmp, dfd, final);
+}
+
+void
+spool_discard(struct spool *sp, const char *id)
+{
+	char tmp[SPOOL_NAME_MAX];
+	int dfd, saved = errno;
+
+	if ((dfd = area_fd(sp, SPOOL_QUEUE)) != -1 &&
+	    name_of(tmp, sizeof(tmp), id, SPOOL_TMP_SUFFIX, "", 1) == 0)
+		(void)unlinkat(dfd, tmp, 0);
+	errno = saved;
+}
+
+int
+spool_sync_data(struct spool *sp)
+{
+	return syncfs(sp->dirfd);
+}
+
+int
+spool_create(struct spool *sp, const char *id, const char *hdr, size_t hdrlen,
+    struct evbuffer *body)
+{
+	int saved;
+
+	if (spool_write_temp(sp, id, hdr, hdrlen, body, 0) == -1)
+		return -1;
+	if (spool_commit(sp, id) == -1) {
+		saved = errno;
+		spool_discard(sp, id);
+		errno = saved;
+		return -1;
+	}
+	return 0;
 }
 
 int

@@ -171,6 +171,20 @@ int	spool_lock(struct spool *sp, unsigned wait_ms);
 /* Write queue/ID: header then body, to a temporary name, fsync, rename. */
 int	spool_create(struct spool *sp, const char *id, const char *hdr, size_t hdrlen,
 	    struct evbuffer *body);
+/*
+ * The same in steps, for group commit: write the temporary file (fsync'd,
+ * unless SPOOL_DEFER_SYNC: then the caller makes it durable with
+ * spool_sync_data() before spool_commit() renames it into place);
+ * spool_discard() removes a temporary file that will not be committed.
+ */
+#define SPOOL_DEFER_SYNC	0x1
+int	spool_write_temp(struct spool *sp, const char *id, const char *hdr, size_t hdrlen,
+	    struct evbuffer *body, int flags);
+int	spool_commit(struct spool *sp, const char *id);
+void	spool_discard(struct spool *sp, const char *id);
+/* Flush the whole filesystem of spool_dir (syncfs(2)): one flush for many
+ * files written with SPOOL_DEFER_SYNC. */
+int	spool_sync_data(struct spool *sp);
 /* Replace area/ID.st atomically with text (from spool_state_encode()). */
 int	spool_state_write(struct spool *sp, enum spool_area a, const char *id,
 	    const char *text, size_t len);

@@ -89,6 +89,12 @@ struct spool_io_stats {
 	uint64_t	ops;
 	uint64_t	creates;
 	uint64_t	dir_syncs;
+	uint64_t	syncfs;		/* batches made durable with one syncfs() */
+	/* Where the thread's time went, nanoseconds. */
+	uint64_t	ns_files;	/* new message files: write, fsync, rename */
+	uint64_t	ns_dir_syncs;
+	uint64_t	ns_audit;	/* audit appends (each one fdatasync) */
+	uint64_t	ns_other;	/* state files, removals, moves, loads */
 };
 void	spool_io_stats(struct spool_io *io, struct spool_io_stats *st);
 

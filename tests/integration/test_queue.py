@@ -433,11 +433,12 @@ def test_sigterm_with_a_stuck_upstream_exits_promptly(daemon, gmail):
 
 # ---- disk faults: never a 250 ----------------------------------------------
 
-# An LD_PRELOAD shim: fsync/fdatasync/write/writev/pwrite on a descriptor
-# whose path starts with $SPOOLFAULT_DIR fail with the errno named in the
-# file $SPOOLFAULT_CTL ("write ENOSPC", "fsync EIO", "dirfsync EIO"; empty:
-# no fault). Read at every call, so a test switches faults while the daemon
-# runs. "fsync" covers files, "dirfsync" directories.
+# An LD_PRELOAD shim: fsync/fdatasync/syncfs/write/writev/pwrite on a
+# descriptor whose path starts with $SPOOLFAULT_DIR fail with the errno named
+# in the file $SPOOLFAULT_CTL ("write ENOSPC", "fsync EIO", "dirfsync EIO",
+# optionally followed by a delay in ms before failing; empty: no fault). Read
+# at every call, so a test switches faults while the daemon runs. "fsync"
+# covers files and syncfs (group commit), "dirfsync" directories.
 SHIM_C = r"""
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -457,7 +458,7 @@ fault(int fd, const char *op)
 	char buf[64], link[64], path[4096], want[32], err[32];
 	struct stat st;
 	ssize_t n;
-	int cfd;
+	int cfd, delay = 0;
 
 	if (ctl == NULL || dir == NULL || (cfd = open(ctl, O_RDONLY | O_CLOEXEC)) == -1)
 		return 0;
@@ -466,9 +467,11 @@ fault(int fd, const char *op)
 	if (n <= 0)
 		return 0;
 	buf[n] = '\0';
-	if (sscanf(buf, "%31s %31s", want, err) != 2)
+	if (sscanf(buf, "%31s %31s %d", want, err, &delay) < 2)
 		return 0;
-	if (strcmp(op, "fsync") == 0 && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode))
+	if (strcmp(op, "syncfs") == 0)
+		op = "fsync";
+	else if (strcmp(op, "fsync") == 0 && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode))
 		op = "dirfsync";
 	if (strcmp(want, op) != 0)
 		return 0;
@@ -478,6 +481,8 @@ fault(int fd, const char *op)
 	path[n] = '\0';
 	if (strncmp(path, dir, strlen(dir)) != 0)
 		return 0;
+	if (delay > 0)
+		usleep((useconds_t)delay * 1000);
 	if (strcmp(err, "ENOSPC") == 0)
 		return ENOSPC;
 	if (strcmp(err, "EDQUOT") == 0)
@@ -490,6 +495,7 @@ fault(int fd, const char *op)
 
 int fsync(int fd) { REAL(fsync); int e = fault(fd, "fsync"); if (e) { errno = e; return -1; } return real_fsync(fd); }
 int fdatasync(int fd) { REAL(fdatasync); int e = fault(fd, "fsync"); if (e) { errno = e; return -1; } return real_fdatasync(fd); }
+int syncfs(int fd) { REAL(syncfs); int e = fault(fd, "syncfs"); if (e) { errno = e; return -1; } return real_syncfs(fd); }
 ssize_t write(int fd, const void *b, size_t n) { REAL(write); int e = fault(fd, "write"); if (e) { errno = e; return -1; } return real_write(fd, b, n); }
 ssize_t writev(int fd, const struct iovec *v, int c) { REAL(writev); int e = fault(fd, "write"); if (e) { errno = e; return -1; } return real_writev(fd, v, c); }
 ssize_t pwrite(int fd, const void *b, size_t n, off_t o) { REAL(pwrite); int e = fault(fd, "write"); if (e) { errno = e; return -1; } return real_pwrite(fd, b, n, o); }
@@ -539,6 +545,47 @@ def test_disk_faults_never_get_a_250(daemon, gmail, fault_shim, tmp_path, fault,
     send_ok(d, "after-fault@test.lan")
     wait_delivered(gmail, "after-fault@test.lan")
     assert delivered_ids(gmail) == ["after-fault@test.lan"]
+
+
+def burst(d, n, tag):
+    """n clients send one message each at the same moment; their replies."""
+    barrier = threading.Barrier(n)
+    results = [None] * n
+
+    def one(i):
+        with d.smtp() as s:
+            s.ehlo("burst.lan")
+            s.mail(DEFAULT_ACCOUNT)
+            s.rcpt(RCPT)
+            barrier.wait()
+            results[i] = s.data(body(f"{tag}-{i}@test.lan"))
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return results
+
+
+def test_fsync_failure_in_a_group_commit_never_gets_a_250(daemon, gmail, fault_shim,
+                                                          tmp_path):
+    """Many messages at once share one syncfs(); when it fails, all of them
+    are refused. (The first, slow failure lets the others pile up into one
+    batch.)"""
+    d, ctl = faulty_daemon(daemon, fault_shim, tmp_path, lambda d: d.spool)
+    ctl.write_text("fsync EIO 300")
+    results = burst(d, 16, "gc-fail")
+    assert all(r is not None and r[0] == 451 for r in results), results
+    assert "cannot sync the spool:" in d.log(), d.log()
+    ctl.write_text("")
+    assert spool_files(d) == []
+    results = burst(d, 16, "gc-ok")
+    assert all(r is not None and r[0] == 250 for r in results), results
+    for i in range(16):
+        wait_delivered(gmail, f"gc-ok-{i}@test.lan")
+    assert not [m for m in delivered_ids(gmail) if m.startswith("gc-fail")]
+    assert d.stop() == 0
+    assert re.search(r"event=spool_io .*syncfs=[1-9]", d.log()), d.log()
 
 
 def test_audit_write_failure_refuses_and_removes_the_spool_file(daemon, gmail, fault_shim,
