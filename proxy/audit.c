@@ -433,11 +433,13 @@ struct audit {
 	off_t		seen_size;	/* its size after that append; -1: unknown */
 	audit_forward_fn *forward;	/* set: a forwarder, no file of its own */
 	audit_reopen_fn	*forward_reopen;
+	void		(*forward_release)(void *);
 	void		*forward_arg;
 };
 
 struct audit *
-audit_forwarder(audit_forward_fn *forward, audit_reopen_fn *reopen, void *arg)
+audit_forwarder(audit_forward_fn *forward, audit_reopen_fn *reopen,
+    void (*release)(void *arg), void *arg)
 {
 	struct audit *a;
 
@@ -448,6 +450,7 @@ audit_forwarder(audit_forward_fn *forward, audit_reopen_fn *reopen, void *arg)
 	strlcpy(a->head, GENESIS_HEX, sizeof(a->head));
 	a->forward = forward;
 	a->forward_reopen = reopen;
+	a->forward_release = release;
 	a->forward_arg = arg;
 	return a;
 }
@@ -594,6 +597,8 @@ audit_close(struct audit *a)
 {
 	if (a == NULL)
 		return;
+	if (a->forward_release != NULL)
+		a->forward_release(a->forward_arg);
 	if (a->head_fd != -1) {
 		(void)fsync(a->head_fd);
 		close(a->head_fd);

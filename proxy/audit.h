@@ -181,8 +181,9 @@ int	audit_append(struct audit *a, json_t *event, char *err, size_t errlen)
 typedef int audit_forward_fn(void *arg, const char *json, size_t len, char *err,
 	    size_t errlen);
 typedef int audit_reopen_fn(void *arg, char *err, size_t errlen);
+/* release (may be NULL) is called with arg by audit_close(). */
 struct audit *audit_forwarder(audit_forward_fn *forward, audit_reopen_fn *reopen,
-	    void *arg);
+	    void (*release)(void *arg), void *arg);
 
 /* Reopen the path (SIGHUP after logrotate). Appends also notice a renamed or
  * removed file by themselves, so this is an optimisation, not a duty. */

@@ -49,6 +49,7 @@ int	cmd_admin_user(struct cli *cli, int argc, char **argv);
 int	cmd_rekey(struct cli *cli, int argc, char **argv);
 int	cmd_serve(struct cli *cli, int argc, char **argv);
 int	cmd_audit(struct cli *cli, int argc, char **argv);
+int	cmd_queue(struct cli *cli, int argc, char **argv);
 
 /* Append ev (an audit event) with "by" = "cli:<user>"; EXIT_FAILED when the
  * audit log cannot be written. */

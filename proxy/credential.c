@@ -58,7 +58,30 @@ credstore_audit_forwarder(struct credstore *cs)
 {
 	if (cs->remote == NULL)
 		return NULL;
-	return audit_forwarder(credclient_audit_append, credclient_audit_reopen, cs->remote);
+	return audit_forwarder(credclient_audit_append, credclient_audit_reopen, NULL,
+	    cs->remote);
+}
+
+static void
+credstore_audit_release(void *arg)
+{
+	credclient_free(arg);
+}
+
+struct audit *
+credstore_audit_channel(int fd)
+{
+	struct credclient *cc;
+	struct audit *a;
+
+	if ((cc = credclient_new(fd)) == NULL)
+		return NULL;
+	if ((a = audit_forwarder(credclient_audit_append, credclient_audit_reopen,
+	    credstore_audit_release, cc)) == NULL) {
+		credclient_free(cc);
+		return NULL;
+	}
+	return a;
 }
 
 struct credstore *

@@ -47,6 +47,10 @@ struct credstore *credstore_connect(int fd);
 /* For a connected store: an audit writer whose appends the keeper makes;
  * NULL otherwise. */
 struct audit *credstore_audit_forwarder(struct credstore *cs);
+/* An audit writer with a keeper channel of its own (fd, taken over), for
+ * another thread: the queue's I/O thread. The channel may only append and
+ * reopen. */
+struct audit *credstore_audit_channel(int fd);
 void	credstore_free(struct credstore *cs);
 
 /* Map an address or alias to its account's primary address. */

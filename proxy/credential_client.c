@@ -284,8 +284,8 @@ credclient_account_add(struct credclient *cc, const struct vault_account *tmpl,
 
 	keeper_put_tmpl(&b, tmpl);
 	ipc_put_bytes(&b, secret->buf, secret->len);
-	ipc_put_str(&b, by);
-	ipc_put_str(&b, ip != NULL ? ip : "");
+	ipc_put_nstr(&b, by);
+	ipc_put_nstr(&b, ip);
 	credclient_call(cc, KEEPER_ADD, &b, &r);
 	return credclient_admin_result(cc, KEEPER_ADD, &r, NULL, err, errlen);
 }
@@ -300,8 +300,8 @@ credclient_account_rotate(struct credclient *cc, const char *addr,
 
 	ipc_put_str(&b, addr);
 	ipc_put_bytes(&b, secret->buf, secret->len);
-	ipc_put_str(&b, by);
-	ipc_put_str(&b, ip != NULL ? ip : "");
+	ipc_put_nstr(&b, by);
+	ipc_put_nstr(&b, ip);
 	credclient_call(cc, KEEPER_ROTATE, &b, &r);
 	return credclient_admin_result(cc, KEEPER_ROTATE, &r, version, err, errlen);
 }
@@ -314,8 +314,8 @@ credclient_account_change(struct credclient *cc, int type, const char *addr, con
 	struct ipc_rd r;
 
 	ipc_put_str(&b, addr);
-	ipc_put_str(&b, by);
-	ipc_put_str(&b, ip != NULL ? ip : "");
+	ipc_put_nstr(&b, by);
+	ipc_put_nstr(&b, ip);
 	credclient_call(cc, (uint16_t)type, &b, &r);
 	return credclient_admin_result(cc, (uint16_t)type, &r, version, err, errlen);
 }
@@ -363,10 +363,9 @@ credclient_admin_audit(struct credclient *cc, int action, const char *user, cons
 	struct ipc_rd r;
 
 	ipc_put_u32(&b, (uint32_t)action);
-	ipc_put_str(&b, user);
-	ipc_put_str(&b, ip != NULL ? ip : "");
-	ipc_put_u32(&b, reason != NULL);
-	ipc_put_str(&b, reason != NULL ? reason : "");
+	ipc_put_nstr(&b, user);
+	ipc_put_nstr(&b, ip);
+	ipc_put_nstr(&b, reason);
 	credclient_call(cc, KEEPER_ADMIN_AUDIT, &b, &r);
 	return credclient_status(cc, KEEPER_ADMIN_AUDIT, &r, err, errlen);
 }

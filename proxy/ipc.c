@@ -498,6 +498,8 @@ ipc_put(struct ipc_buf *b, const void *p, size_t len)
 		b->failed = 1;
 		return;
 	}
+	if (len == 0)
+		return;
 	memcpy(b->p + b->len, p, len);
 	b->len += len;
 }
@@ -606,6 +608,24 @@ ipc_get_str(struct ipc_rd *r, char *dst, size_t dstlen)
 	}
 	memcpy(dst, p, len);
 	dst[len] = '\0';
+}
+
+void
+ipc_put_nstr(struct ipc_buf *b, const char *s)
+{
+	ipc_put_u32(b, s != NULL);
+	ipc_put_str(b, s != NULL ? s : "");
+}
+
+char *
+ipc_get_nstr(struct ipc_rd *r, char *dst, size_t dstlen)
+{
+	uint32_t present = ipc_get_u32(r);
+
+	if (present > 1)
+		r->failed = 1;
+	ipc_get_str(r, dst, dstlen);
+	return present == 1 && !r->failed ? dst : NULL;
 }
 
 int

@@ -106,6 +106,10 @@ uint64_t ipc_get_u64(struct ipc_rd *r);
 /* Copies a string into dst (NUL-terminated); fails if it does not fit or
  * holds a NUL. */
 void	ipc_get_str(struct ipc_rd *r, char *dst, size_t dstlen);
+/* A string that may be NULL: a u32 presence flag (0 or 1), then the string.
+ * ipc_get_nstr returns dst, or NULL when it was NULL. */
+void	ipc_put_nstr(struct ipc_buf *b, const char *s);
+char	*ipc_get_nstr(struct ipc_rd *r, char *dst, size_t dstlen);
 /* Points at the next len-prefixed bytes without copying. */
 const unsigned char *ipc_get_bytes(struct ipc_rd *r, size_t *len);
 /* 0 when every field was read and nothing is left over, else -1. */

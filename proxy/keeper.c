@@ -44,27 +44,46 @@ const struct ipc_rule keeper_rules_daemon[] = {
 	RQ(KEEPER_VIEW, 8, 8),
 	RQ(KEEPER_ADD, 1, KEEPER_REQ_MAX),
 	RQ(KEEPER_ROTATE, 1, KEEPER_REQ_MAX),
-	RQ(KEEPER_ROLLBACK, 6, 3 * (2 + VAULT_ADDR_MAX)),
-	RQ(KEEPER_REMOVE, 6, 3 * (2 + VAULT_ADDR_MAX)),
+	RQ(KEEPER_ROLLBACK, 14, 3 * (6 + VAULT_ADDR_MAX)),
+	RQ(KEEPER_REMOVE, 14, 3 * (6 + VAULT_ADDR_MAX)),
 	RQ(KEEPER_ADMIN_HASH, 2, 2 + VAULT_NAME_MAX),
-	RQ(KEEPER_ADMIN_AUDIT, 14, 4 + 4 * (2 + KEEPER_STR_MAX)),
+	RQ(KEEPER_ADMIN_AUDIT, 22, 4 + 3 * (6 + KEEPER_STR_MAX)),
 	RQ(KEEPER_AUDIT_APPEND, 3, KEEPER_REQ_MAX),
 	RQ(KEEPER_AUDIT_REOPEN, 0, 0),
 };
 const size_t keeper_n_rules_daemon = sizeof(keeper_rules_daemon) /
     sizeof(keeper_rules_daemon[0]);
 
+const struct ipc_rule keeper_rules_audit[] = {
+	RQ(KEEPER_AUDIT_APPEND, 3, KEEPER_REQ_MAX),
+	RQ(KEEPER_AUDIT_REOPEN, 0, 0),
+};
+const size_t keeper_n_rules_audit = sizeof(keeper_rules_audit) /
+    sizeof(keeper_rules_audit[0]);
+
 static const struct ipc_rule keeper_rules_ready[] = {
 	RQ(KEEPER_READY, 0, 0),
 };
 
+struct keeper;
+
+/* One channel; requests are answered at once, on the channel they came by. */
+struct keeper_chan {
+	struct keeper		*k;
+	struct ipc		*ipc;
+	const char		*peer;
+	size_t			 idx;
+};
+
 struct keeper {
 	struct event_base	*base;
-	struct ipc		*ipc;
+	struct keeper_chan	 chan[KEEPER_CHANNELS];
+	size_t			 n_chan;
+	struct ipc		*ipc;		/* the channel being answered */
+	const char		*peer;
 	struct credstore	*cs;
 	struct audit		*audit;
 	struct event		*ev_poll;
-	const char		*peer;
 };
 
 /* ---- Shared wire forms ------------------------------------------------------ */
@@ -258,7 +277,8 @@ keeper_audit_append(struct keeper *k, const unsigned char *p, size_t len, char *
 static void
 keeper_recv(struct ipc *ipc, const struct ipc_msg *m, void *arg)
 {
-	struct keeper *k = arg;
+	struct keeper_chan *c = arg;
+	struct keeper *k = c->k;
 	unsigned char out[KEEPER_REPLY_MAX];
 	struct ipc_buf b = { out, 0, sizeof(out), 0 };
 	struct ipc_rd r = { m->data, m->len, 0, 0 };
@@ -272,10 +292,13 @@ keeper_recv(struct ipc *ipc, const struct ipc_msg *m, void *arg)
 	struct cred cred;
 	enum cred_result res;
 	enum cred_admin_result ar;
-	uint32_t version = 0, action, has_reason, ok;
+	char *pby, *pip, *ptext;
+	uint32_t version = 0, action, ok;
 	uint64_t idx;
 	int rc, malformed;
 
+	k->ipc = c->ipc;
+	k->peer = c->peer;
 	memset(&secret, 0, sizeof(secret));
 	switch (m->type) {
 	case KEEPER_RESOLVE:
@@ -347,22 +370,22 @@ keeper_recv(struct ipc *ipc, const struct ipc_msg *m, void *arg)
 	case KEEPER_ADD:
 		keeper_get_tmpl(&r, &tmpl);
 		keeper_get_secret(&r, &secret);
-		ipc_get_str(&r, by, sizeof(by));
-		ipc_get_str(&r, ip, sizeof(ip));
+		pby = ipc_get_nstr(&r, by, sizeof(by));
+		pip = ipc_get_nstr(&r, ip, sizeof(ip));
 		if (ipc_rd_done(&r) == -1)
 			break;
-		ar = credstore_account_add(k->cs, &tmpl, &secret, by, ip, err, sizeof(err));
+		ar = credstore_account_add(k->cs, &tmpl, &secret, pby, pip, err, sizeof(err));
 		vault_secret_wipe(&secret);
 		keeper_admin_reply(k, m, &b, ar, ar == CRED_ADMIN_OK ? 1 : 0, err);
 		return;
 	case KEEPER_ROTATE:
 		ipc_get_str(&r, addr, sizeof(addr));
 		keeper_get_secret(&r, &secret);
-		ipc_get_str(&r, by, sizeof(by));
-		ipc_get_str(&r, ip, sizeof(ip));
+		pby = ipc_get_nstr(&r, by, sizeof(by));
+		pip = ipc_get_nstr(&r, ip, sizeof(ip));
 		if (ipc_rd_done(&r) == -1)
 			break;
-		ar = credstore_account_rotate(k->cs, addr, &secret, by, ip, &version, err,
+		ar = credstore_account_rotate(k->cs, addr, &secret, pby, pip, &version, err,
 		    sizeof(err));
 		vault_secret_wipe(&secret);
 		keeper_admin_reply(k, m, &b, ar, version, err);
@@ -370,15 +393,15 @@ keeper_recv(struct ipc *ipc, const struct ipc_msg *m, void *arg)
 	case KEEPER_ROLLBACK:
 	case KEEPER_REMOVE:
 		ipc_get_str(&r, addr, sizeof(addr));
-		ipc_get_str(&r, by, sizeof(by));
-		ipc_get_str(&r, ip, sizeof(ip));
+		pby = ipc_get_nstr(&r, by, sizeof(by));
+		pip = ipc_get_nstr(&r, ip, sizeof(ip));
 		if (ipc_rd_done(&r) == -1)
 			break;
 		if (m->type == KEEPER_ROLLBACK)
-			ar = credstore_account_rollback(k->cs, addr, by, ip, &version, err,
+			ar = credstore_account_rollback(k->cs, addr, pby, pip, &version, err,
 			    sizeof(err));
 		else
-			ar = credstore_account_remove(k->cs, addr, by, ip, err, sizeof(err));
+			ar = credstore_account_remove(k->cs, addr, pby, pip, err, sizeof(err));
 		keeper_admin_reply(k, m, &b, ar, version, err);
 		return;
 	case KEEPER_ADMIN_HASH:
@@ -395,14 +418,12 @@ keeper_recv(struct ipc *ipc, const struct ipc_msg *m, void *arg)
 		return;
 	case KEEPER_ADMIN_AUDIT:
 		action = ipc_get_u32(&r);
-		ipc_get_str(&r, by, sizeof(by));
-		ipc_get_str(&r, ip, sizeof(ip));
-		has_reason = ipc_get_u32(&r);
-		ipc_get_str(&r, text, sizeof(text));
-		if (ipc_rd_done(&r) == -1 || has_reason > 1)
+		pby = ipc_get_nstr(&r, by, sizeof(by));
+		pip = ipc_get_nstr(&r, ip, sizeof(ip));
+		ptext = ipc_get_nstr(&r, text, sizeof(text));
+		if (ipc_rd_done(&r) == -1)
 			break;
-		rc = credstore_admin_audit(k->cs, (int)action, by, ip[0] != '\0' ? ip : NULL,
-		    has_reason ? text : NULL, err, sizeof(err));
+		rc = credstore_admin_audit(k->cs, (int)action, pby, pip, ptext, err, sizeof(err));
 		ipc_put_u32(&b, rc == 0 ? 0 : 1);
 		ipc_put_str(&b, rc == 0 ? "" : err);
 		keeper_reply(k, m, &b);
@@ -432,15 +453,18 @@ keeper_recv(struct ipc *ipc, const struct ipc_msg *m, void *arg)
 static void
 keeper_event(struct ipc *ipc, enum ipc_event ev, const char *why, void *arg)
 {
-	struct keeper *k = arg;
+	struct keeper_chan *c = arg;
 
 	if (ev != IPC_EV_CLOSED) {
-		log_err("event=keeper_fatal peer=%s error=\"%s\" action=exit", k->peer, why);
+		log_err("event=keeper_fatal peer=%s error=\"%s\" action=exit", c->peer, why);
 		exit(IPC_EXIT_FATAL);
 	}
-	/* The daemon is gone or done: so is the keeper. */
-	log_info("event=keeper_exit reason=\"%s\"", why);
-	event_base_loopbreak(k->base);
+	/* The daemon is gone or done: so is the keeper. Another channel
+	 * (the queue thread's) may close earlier. */
+	if (c->idx == KEEPER_CH_DAEMON) {
+		log_info("event=keeper_exit reason=\"%s\"", why);
+		event_base_loopbreak(c->k->base);
+	}
 }
 
 static void
@@ -452,24 +476,33 @@ keeper_on_poll(evutil_socket_t fd, short what, void *arg)
 }
 
 void
-keeper_serve(int fd, struct credstore *cs, struct audit *a, const struct ipc_rule *rules,
-    size_t n_rules)
+keeper_serve(const struct keeper_channel *ch, size_t n, struct credstore *cs,
+    struct audit *a)
 {
 	struct timeval poll = { KEEPER_POLL_SECONDS, 0 };
 	struct keeper k;
+	size_t i;
 
 	memset(&k, 0, sizeof(k));
 	k.cs = cs;
 	k.audit = a;
-	k.peer = "daemon";
-	if ((k.base = event_base_new()) == NULL ||
-	    (k.ipc = ipc_new(k.base, fd, k.peer, rules, n_rules, keeper_recv, keeper_event,
-	    &k)) == NULL ||
-	    (k.ev_poll = event_new(k.base, -1, EV_PERSIST, keeper_on_poll, &k)) == NULL ||
+	if (n == 0 || n > KEEPER_CHANNELS || (k.base = event_base_new()) == NULL)
+		fatal("keeper: cannot set up the event loop");
+	for (i = 0; i < n; i++) {
+		k.chan[i].k = &k;
+		k.chan[i].peer = ch[i].peer;
+		k.chan[i].idx = i;
+		if ((k.chan[i].ipc = ipc_new(k.base, ch[i].fd, ch[i].peer, ch[i].rules,
+		    ch[i].n_rules, keeper_recv, keeper_event, &k.chan[i])) == NULL)
+			fatal("keeper: cannot set up channel %zu", i);
+	}
+	k.n_chan = n;
+	if ((k.ev_poll = event_new(k.base, -1, EV_PERSIST, keeper_on_poll, &k)) == NULL ||
 	    event_add(k.ev_poll, &poll) == -1)
 		fatal("keeper: cannot set up the event loop");
 	event_base_dispatch(k.base);
-	ipc_free(k.ipc);
+	for (i = 0; i < k.n_chan; i++)
+		ipc_free(k.chan[i].ipc);
 	event_free(k.ev_poll);
 	event_base_free(k.base);
 	credstore_free(cs);
@@ -480,8 +513,13 @@ keeper_serve(int fd, struct credstore *cs, struct audit *a, const struct ipc_rul
 /* ---- Start-up ------------------------------------------------------------------- */
 
 static void __attribute__((noreturn))
-keeper_child(struct cli *cli, const struct privdrop *pd, keeper_open_fn *open_vault, int fd)
+keeper_child(struct cli *cli, const struct privdrop *pd, keeper_open_fn *open_vault,
+    const int fds[KEEPER_CHANNELS])
 {
+	const struct keeper_channel ch[KEEPER_CHANNELS] = {
+		{ fds[KEEPER_CH_DAEMON], "daemon", keeper_rules_daemon, keeper_n_rules_daemon },
+		{ fds[KEEPER_CH_AUDIT], "queue-io", keeper_rules_audit, keeper_n_rules_audit },
+	};
 	unsigned char key[VAULT_KEY_BYTES];
 	struct credstore *cs;
 	struct vault *v = NULL;
@@ -529,45 +567,60 @@ keeper_child(struct cli *cli, const struct privdrop *pd, keeper_open_fn *open_va
 		log_err("event=start error=\"%s\"", err);
 		_exit(EXIT_FAILED);
 	}
-	if (ipc_send_sync(fd, KEEPER_READY, 0, -1, NULL, 0, err, sizeof(err)) == -1) {
+	if (ipc_send_sync(fds[KEEPER_CH_DAEMON], KEEPER_READY, 0, -1, NULL, 0, err,
+	    sizeof(err)) == -1) {
 		log_err("event=start error=\"%s\"", err);
 		_exit(EXIT_FAILED);
 	}
-	keeper_serve(fd, cs, a, keeper_rules_daemon, keeper_n_rules_daemon);
+	keeper_serve(ch, KEEPER_CHANNELS, cs, a);
 }
 
 int
 keeper_start(struct cli *cli, const struct privdrop *pd, keeper_open_fn *open_vault,
-    pid_t *pid, int *fd)
+    pid_t *pid, int fds[KEEPER_CHANNELS])
 {
+	int mine[KEEPER_CHANNELS], theirs[KEEPER_CHANNELS], sv[2], st;
 	unsigned char *buf;
 	struct ipc_msg m;
 	char err[KEEPER_ERR_MAX];
-	int sv[2], st;
+	size_t i, j;
 	pid_t p;
 
-	if (ipc_socketpair(sv) == -1) {
-		cli_error("cannot create the keeper's channel: %s", strerror(errno));
-		return EXIT_FAILED;
+	for (i = 0; i < KEEPER_CHANNELS; i++) {
+		if (ipc_socketpair(sv) == -1) {
+			cli_error("cannot create the keeper's channel: %s", strerror(errno));
+			for (j = 0; j < i; j++) {
+				close(mine[j]);
+				close(theirs[j]);
+			}
+			return EXIT_FAILED;
+		}
+		mine[i] = sv[0];
+		theirs[i] = sv[1];
 	}
 	fflush(stdout);
 	fflush(stderr);
 	if ((p = fork()) == -1) {
 		cli_error("cannot start the keeper: %s", strerror(errno));
-		close(sv[0]);
-		close(sv[1]);
+		for (i = 0; i < KEEPER_CHANNELS; i++) {
+			close(mine[i]);
+			close(theirs[i]);
+		}
 		return EXIT_FAILED;
 	}
 	if (p == 0) {
-		close(sv[0]);
-		keeper_child(cli, pd, open_vault, sv[1]);
+		for (i = 0; i < KEEPER_CHANNELS; i++)
+			close(mine[i]);
+		keeper_child(cli, pd, open_vault, theirs);
 	}
-	close(sv[1]);
+	for (i = 0; i < KEEPER_CHANNELS; i++)
+		close(theirs[i]);
 	if ((buf = malloc(IPC_MSG_MAX)) == NULL ||
-	    ipc_recv_sync(sv[0], keeper_rules_ready, 1, buf, IPC_MSG_MAX, &m, err,
-	    sizeof(err)) == -1) {
+	    ipc_recv_sync(mine[KEEPER_CH_DAEMON], keeper_rules_ready, 1, buf, IPC_MSG_MAX, &m,
+	    err, sizeof(err)) == -1) {
 		free(buf);
-		close(sv[0]);
+		for (i = 0; i < KEEPER_CHANNELS; i++)
+			close(mine[i]);
 		/* The keeper said why on stderr; its status is ours. */
 		while (waitpid(p, &st, 0) == -1 && errno == EINTR)
 			;
@@ -577,6 +630,7 @@ keeper_start(struct cli *cli, const struct privdrop *pd, keeper_open_fn *open_va
 	}
 	free(buf);
 	*pid = p;
-	*fd = sv[0];
+	for (i = 0; i < KEEPER_CHANNELS; i++)
+		fds[i] = mine[i];
 	return EXIT_OK;
 }

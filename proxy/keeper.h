@@ -51,26 +51,40 @@ enum keeper_msg {
  * the front end, relay and admin share one process). */
 extern const struct ipc_rule keeper_rules_daemon[];
 extern const size_t keeper_n_rules_daemon;
+/* The queue I/O thread's channel: audit appends and reopen, nothing else. */
+extern const struct ipc_rule keeper_rules_audit[];
+extern const size_t keeper_n_rules_audit;
+
+#define KEEPER_CHANNELS		2
+enum keeper_channel_id { KEEPER_CH_DAEMON = 0, KEEPER_CH_AUDIT = 1 };
+
+struct keeper_channel {
+	int			 fd;
+	const char		*peer;
+	const struct ipc_rule	*rules;
+	size_t			 n_rules;
+};
 
 /*
  * Fork the keeper: it unlocks the vault (open_vault: cli_open_vault, which
  * lives with the CLI in main.c), opens the audit
  * log, drops privileges as the daemon does and then says READY on *fd. On
- * success returns EXIT_OK with the channel in *fd and the child in *pid;
+ * success returns EXIT_OK with the channels in fds and the child in *pid;
  * otherwise the keeper's exit status (EXIT_FAILED for a wrong passphrase,
  * EXIT_USAGE for a configuration problem) and nothing is left running.
  */
 struct vault;
 typedef int keeper_open_fn(struct cli *cli, int for_update, struct vault **out);
 int	keeper_start(struct cli *cli, const struct privdrop *pd, keeper_open_fn *open_vault,
-	    pid_t *pid, int *fd);
+	    pid_t *pid, int fds[KEEPER_CHANNELS]);
 
-/* The keeper's side, for tests: serve requests on fd until it closes, with
- * an opened credstore and audit log. Never returns. */
+/* The keeper's side, for tests: serve requests on the channels until the
+ * first (the daemon's) closes, with an opened credstore and audit log.
+ * Never returns. */
 struct credstore;
 struct audit;
-void	keeper_serve(int fd, struct credstore *cs, struct audit *a,
-	    const struct ipc_rule *rules, size_t n_rules) __attribute__((noreturn));
+void	keeper_serve(const struct keeper_channel *ch, size_t n, struct credstore *cs,
+	    struct audit *a) __attribute__((noreturn));
 
 /* The wire form of the non-secret structures both sides share. */
 void	keeper_put_info(struct ipc_buf *b, const struct cred_info *ci);

@@ -35,6 +35,7 @@ static const struct command commands[] = {
 	{ "account",	cmd_account,	"add, list, rotate, roll back, remove or test accounts" },
 	{ "admin-user",	cmd_admin_user,	"add, remove or list admin-page users" },
 	{ "audit",	cmd_audit,	"verify or query the audit log" },
+	{ "queue",	cmd_queue,	"list, retry or delete queued messages" },
 	{ "rekey",	cmd_rekey,	"re-encrypt the vault under a new passphrase or key" },
 	{ "serve",	cmd_serve,	"run the proxy and admin page in the foreground" },
 };

@@ -24,8 +24,11 @@
  *
  * The upstream's text is made safe for an SMTP reply line: one line,
  * printable ASCII, bounded. Nothing is stored: a message lives in memory
- * only while its client waits. The queue (delivery = queue) will be a second
- * implementation of relay.h that sends through the same pools.
+ * only while its client waits.
+ *
+ * delivery = queue: relay_new() starts the queue (queue.c) on the same pools
+ * and quotas, and the calls of relay.h are handed to it. The helpers both
+ * implementations share (audit event, header fields, reply text) live here.
  */
 #include "relay.h"
 
@@ -47,6 +50,8 @@
 #include "log.h"
 #include "metrics.h"
 #include "msg_header.h"
+#include "queue.h"
+#include "quota.h"
 #include "smtp_client.h"
 #include "smtp_reply.h"
 #include "upstream_pool.h"
@@ -55,27 +60,9 @@
 #define RELAY_UPSTREAM_TEXT_MAX	300	/* upstream text quoted to the client */
 #define RELAY_REPLY_TEXT_MAX	480	/* keeps the whole reply line under 512 */
 #define RELAY_LOG_TEXT_MAX	600
-#define RELAY_QUOTA_BUCKETS	1440	/* one-minute buckets: a rolling 24 h */
-#define RELAY_QUOTA_BUCKET_SECS	60
 #define RELAY_AUDIT_BACKOFF_SECS 10	/* refuse new messages this long after an
 					 * audit write failed */
 #define RELAY_HEADER_FIELD_MAX	1024	/* From / Subject / Message-ID kept */
-
-/*
- * Per-account counters of messages and recipients handed upstream in the
- * last 24 hours, in one-minute buckets (bounded memory, ~17 KiB an
- * account). A message counts when it is submitted and is taken off again
- * if the upstream does not accept it. Counters live in memory: a restart
- * forgets them (Google's own counter still applies).
- */
-struct relay_quota {
-	TAILQ_ENTRY(relay_quota) entry;
-	char		account[VAULT_ADDR_MAX];
-	uint32_t	minute[RELAY_QUOTA_BUCKETS];
-	uint32_t	msgs[RELAY_QUOTA_BUCKETS];
-	uint32_t	rcpts[RELAY_QUOTA_BUCKETS];
-};
-TAILQ_HEAD(quota_list, relay_quota);
 
 struct relay_entry {
 	TAILQ_ENTRY(relay_entry) entry;
@@ -85,8 +72,7 @@ struct relay_entry {
 	void			*arg;
 	struct upstream_job	*job;
 	struct timespec		start;
-	struct relay_quota	*quota;		/* counted here, until the outcome */
-	uint32_t		quota_minute;
+	struct quota_ticket	ticket;		/* counted, until the outcome */
 };
 TAILQ_HEAD(relay_list, relay_entry);
 
@@ -97,7 +83,15 @@ struct relay {
 	struct evdns_base	*dns;
 	struct upstream_pool	*pool;
 	struct relay_list	entries;
-	struct quota_list	quotas;
+	/*
+	 * Per-account counters of messages and recipients handed upstream in
+	 * the last 24 hours (quota.h), shared with the queue. In direct mode
+	 * a message counts when it is submitted and is taken off again if the
+	 * upstream does not accept it; the counters live in memory (the queue
+	 * also keeps a sent log in its spool).
+	 */
+	struct quota		*quota;
+	struct queue		*queue;		/* delivery = queue, else NULL */
 	struct audit		*audit;
 	time_t			audit_failed;	/* last failed audit write, 0 = none */
 	int			draining;
@@ -120,6 +114,7 @@ struct relay *
 relay_new(struct event_base *base, const struct config *cfg, struct credstore *cs)
 {
 	struct relay *r;
+	char err[1024];
 
 	if ((r = calloc(1, sizeof(*r))) == NULL)
 		return NULL;
@@ -127,22 +122,32 @@ relay_new(struct event_base *base, const struct config *cfg, struct credstore *c
 	r->cfg = cfg;
 	r->cs = cs;
 	TAILQ_INIT(&r->entries);
-	TAILQ_INIT(&r->quotas);
+	if ((r->quota = quota_new()) == NULL) {
+		free(r);
+		return NULL;
+	}
 	/* An asynchronous resolver keeps a slow DNS answer from stalling every
 	 * LAN session; without one, the blocking resolver still works. */
 	if ((r->dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS)) == NULL)
 		log_warn("event=relay_dns note=\"no asynchronous resolver; using the system "
 		    "resolver\"");
 	if ((r->pool = upstream_pool_new(base, r->dns, cfg, cs)) == NULL) {
-		if (r->dns != NULL)
-			evdns_base_free(r->dns, 0);
-		free(r);
+		relay_free(r);
 		return NULL;
 	}
-	if (cfg->delivery == DELIVERY_QUEUE)
-		log_warn("event=relay_mode note=\"delivery = queue is not available yet; "
-		    "delivering directly\"");
+	if (cfg->delivery == DELIVERY_QUEUE &&
+	    (r->queue = queue_new(base, cfg, cs, r->pool, r->quota, err, sizeof(err))) == NULL) {
+		log_err("event=queue_start error=\"%s\"", err);
+		relay_free(r);
+		return NULL;
+	}
 	return r;
+}
+
+struct queue *
+relay_queue(struct relay *r)
+{
+	return r->queue;
 }
 
 void
@@ -150,12 +155,24 @@ relay_set_config(struct relay *r, const struct config *cfg)
 {
 	r->cfg = cfg;
 	upstream_pool_set_config(r->pool, cfg);
+	if (r->queue != NULL)
+		queue_set_config(r->queue, cfg);
 }
 
 void
-relay_set_audit(struct relay *r, struct audit *a)
+relay_set_audit(struct relay *r, struct audit *a, struct audit *own)
 {
 	r->audit = a;
+	if (r->queue == NULL) {
+		audit_close(own);
+		return;
+	}
+	if (a != NULL && own == NULL) {
+		log_err("event=queue_audit error=\"no audit handle for the queue\" "
+		    "note=\"messages are refused\"");
+		return;
+	}
+	queue_set_audit(r->queue, own);
 }
 
 static void
@@ -169,28 +186,24 @@ void
 relay_free(struct relay *r)
 {
 	struct relay_entry *e;
-	struct relay_quota *q;
 
 	if (r == NULL)
 		return;
 	/* Pool first: it stops reading the messages before they go. */
 	upstream_pool_free(r->pool);
+	queue_free(r->queue);
 	if (r->dns != NULL)
 		evdns_base_free(r->dns, 0);
 	while ((e = TAILQ_FIRST(&r->entries)) != NULL) {
 		TAILQ_REMOVE(&r->entries, e, entry);
 		entry_free(e);
 	}
-	while ((q = TAILQ_FIRST(&r->quotas)) != NULL) {
-		TAILQ_REMOVE(&r->quotas, q, entry);
-		free(q);
-	}
+	quota_free(r->quota);
 	free(r);
 }
 
-/* One line, printable ASCII, at most max characters ("..." when cut). */
-static void
-text_sanitize(char *dst, size_t dstlen, const char *src, size_t max)
+void
+relay_text_sanitize(char *dst, size_t dstlen, const char *src, size_t max)
 {
 	size_t o = 0, i, limit = dstlen - 1 < max ? dstlen - 1 : max;
 	int space = 0;
@@ -218,12 +231,9 @@ text_sanitize(char *dst, size_t dstlen, const char *src, size_t max)
 	dst[o] = '\0';
 }
 
-static void
-result_set(struct relay_result *res, int code, const char *enhanced, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static void
-result_set(struct relay_result *res, int code, const char *enhanced, const char *fmt, ...)
+void
+relay_result_set(struct relay_result *res, int code, const char *enhanced, const char *fmt,
+    ...)
 {
 	char text[RELAY_TEXT_MAX];
 	va_list ap;
@@ -233,7 +243,7 @@ result_set(struct relay_result *res, int code, const char *enhanced, const char 
 	va_start(ap, fmt);
 	vsnprintf(text, sizeof(text), fmt, ap);
 	va_end(ap);
-	text_sanitize(res->text, sizeof(res->text), text, RELAY_REPLY_TEXT_MAX);
+	relay_text_sanitize(res->text, sizeof(res->text), text, RELAY_REPLY_TEXT_MAX);
 }
 
 /* "421 4.7.0 text" of the upstream, made safe, for quoting. */
@@ -248,7 +258,7 @@ upstream_quote(char *dst, size_t len, const struct smtp_outcome *o)
 	else
 		text[0] = '\0';
 	strlcat(text, o->text, sizeof(text));
-	text_sanitize(dst, len, text, RELAY_UPSTREAM_TEXT_MAX);
+	relay_text_sanitize(dst, len, text, RELAY_UPSTREAM_TEXT_MAX);
 }
 
 /* An enhanced code of the right class for code: the upstream's, or X.0.0. */
@@ -270,58 +280,58 @@ relay_map(const struct relay *r, const struct relay_msg *msg, const struct smtp_
 	upstream_quote(quote, sizeof(quote), o);
 	switch (o->error) {
 	case SMTP_ERR_NONE:
-		result_set(res, 250, "2.0.0", "Ok: delivered as %s (upstream: %s)", msg->queue_id,
+		relay_result_set(res, 250, "2.0.0", "Ok: delivered as %s (upstream: %s)", msg->queue_id,
 		    quote);
 		return;
 	case SMTP_ERR_AUTH_REFUSED:
-		result_set(res, 451, "4.7.0", "upstream refused the credential for %s; the "
+		relay_result_set(res, 451, "4.7.0", "upstream refused the credential for %s; the "
 		    "operator has been notified (upstream: %s)", msg->account, quote);
 		return;
 	case SMTP_ERR_REPLY:
 		if (o->stage >= SMTP_STAGE_MAIL && o->stage <= SMTP_STAGE_DATA &&
 		    (SMTP_REPLY_IS_4XX(o->code) || SMTP_REPLY_IS_5XX(o->code))) {
 			code = o->code == 421 ? 451 : o->code;
-			result_set(res, code, enhanced_for(code, o->enhanced), "upstream: %s", quote);
+			relay_result_set(res, code, enhanced_for(code, o->enhanced), "upstream: %s", quote);
 			return;
 		}
 		/* Refused before the message: the server's state, not the message. */
-		result_set(res, 451, SMTP_REPLY_IS_4XX(o->code) ? enhanced_for(451, o->enhanced) :
+		relay_result_set(res, 451, SMTP_REPLY_IS_4XX(o->code) ? enhanced_for(451, o->enhanced) :
 		    "4.4.1", "upstream unavailable at %s (upstream: %s)", smtp_stage_name(o->stage),
 		    quote);
 		return;
 	case SMTP_ERR_NETWORK:
-		result_set(res, 451, "4.4.1", "%s%s", strncmp(o->text, "upstream", 8) == 0 ? "" :
+		relay_result_set(res, 451, "4.4.1", "%s%s", strncmp(o->text, "upstream", 8) == 0 ? "" :
 		    "upstream unreachable: ", quote);
 		return;
 	case SMTP_ERR_TIMEOUT:
-		result_set(res, 451, "4.4.2", "upstream timeout: %s", quote);
+		relay_result_set(res, 451, "4.4.2", "upstream timeout: %s", quote);
 		return;
 	case SMTP_ERR_TLS:
 	case SMTP_ERR_TLS_VERIFY:
-		result_set(res, 451, "4.7.5", "%s", quote);
+		relay_result_set(res, 451, "4.7.5", "%s", quote);
 		return;
 	case SMTP_ERR_NO_STARTTLS:
-		result_set(res, 451, "4.7.4", "%s", quote);
+		relay_result_set(res, 451, "4.7.4", "%s", quote);
 		return;
 	case SMTP_ERR_PROTOCOL:
-		result_set(res, 451, "4.5.0", "upstream protocol error: %s", quote);
+		relay_result_set(res, 451, "4.5.0", "upstream protocol error: %s", quote);
 		return;
 	case SMTP_ERR_NO_AUTH:
 	case SMTP_ERR_CREDENTIAL:
-		result_set(res, 451, "4.7.0", "cannot log in upstream for %s: %s", msg->account,
+		relay_result_set(res, 451, "4.7.0", "cannot log in upstream for %s: %s", msg->account,
 		    quote);
 		return;
 	case SMTP_ERR_TOO_BIG:
-		result_set(res, 552, "5.3.4", "message too big for the upstream: %s", o->text);
+		relay_result_set(res, 552, "5.3.4", "message too big for the upstream: %s", o->text);
 		return;
 	case SMTP_ERR_UNSUPPORTED:
 		code = o->code != 0 ? o->code : 554;
-		result_set(res, code, enhanced_for(code, o->enhanced), "%s", o->text);
+		relay_result_set(res, code, enhanced_for(code, o->enhanced), "%s", o->text);
 		return;
 	case SMTP_ERR_ABORTED:
 		break;
 	}
-	result_set(res, 451, "4.3.0", "delivery aborted: %s", quote);
+	relay_result_set(res, 451, "4.3.0", "delivery aborted: %s", quote);
 }
 
 static long long
@@ -334,97 +344,38 @@ elapsed_ms(const struct timespec *start)
 	    (now.tv_nsec - start->tv_nsec) / 1000000;
 }
 
-static uint32_t
-quota_now(void)
-{
-	return (uint32_t)((uint64_t)time(NULL) / RELAY_QUOTA_BUCKET_SECS);
-}
-
-static struct relay_quota *
-quota_find(struct relay *r, const char *account)
-{
-	struct relay_quota *q;
-
-	TAILQ_FOREACH(q, &r->quotas, entry)
-		if (strcasecmp(q->account, account) == 0)
-			return q;
-	if ((q = calloc(1, sizeof(*q))) == NULL)
-		return NULL;
-	strlcpy(q->account, account, sizeof(q->account));
-	TAILQ_INSERT_TAIL(&r->quotas, q, entry);
-	return q;
-}
-
-static void
-quota_sum(const struct relay_quota *q, uint32_t now, uint64_t *msgs, uint64_t *rcpts)
-{
-	size_t i;
-
-	*msgs = *rcpts = 0;
-	for (i = 0; i < RELAY_QUOTA_BUCKETS; i++) {
-		if (q->minute[i] == 0 || now - q->minute[i] >= RELAY_QUOTA_BUCKETS)
-			continue;
-		*msgs += q->msgs[i];
-		*rcpts += q->rcpts[i];
-	}
-}
-
 /*
  * Count msg against its account's daily limits. Returns 0 (counted in e),
  * or -1 with the 451 4.7.1 reply in res when it would exceed them.
  */
 static int
-quota_take(struct relay *r, struct relay_entry *e, struct relay_result *res)
+relay_quota_take(struct relay *r, struct relay_entry *e, struct relay_result *res)
 {
 	struct cred_info info;
-	struct relay_quota *q;
-	uint64_t msgs, rcpts, max_msgs, max_rcpts;
-	uint32_t now = quota_now();
-	size_t i;
+	struct quota_limits lim;
+	uint64_t msgs, rcpts;
+	time_t now = time(NULL), room;
 
 	if (credstore_info(r->cs, e->msg->account, &info) != CRED_OK)
 		return 0;	/* the pool reports the missing account */
-	if ((q = quota_find(r, e->msg->account)) == NULL)
-		return 0;	/* out of memory: Google's own limit still holds */
-	max_msgs = info.daily_limit != 0 ? info.daily_limit : VAULT_DEFAULT_DAILY_LIMIT;
-	max_rcpts = info.daily_rcpt_limit != 0 ? info.daily_rcpt_limit : VAULT_DEFAULT_RCPT_LIMIT;
-	quota_sum(q, now, &msgs, &rcpts);
-	if (msgs + 1 > max_msgs || rcpts + e->msg->n_rcpts > max_rcpts) {
+	quota_limits(info.daily_limit, info.daily_rcpt_limit, &lim);
+	if (quota_check(r->quota, e->msg->account, &lim, 1, (uint32_t)e->msg->n_rcpts, now,
+	    &room) == -1) {
+		quota_usage(r->quota, e->msg->account, now, &msgs, &rcpts);
 		log_warn("event=quota account=%s messages=%llu/%llu recipients=%llu/%llu "
 		    "queue_id=%s rcpts=%zu action=refuse", e->msg->account,
-		    (unsigned long long)msgs, (unsigned long long)max_msgs,
-		    (unsigned long long)rcpts, (unsigned long long)max_rcpts, e->msg->queue_id,
+		    (unsigned long long)msgs, (unsigned long long)lim.messages,
+		    (unsigned long long)rcpts, (unsigned long long)lim.rcpts, e->msg->queue_id,
 		    e->msg->n_rcpts);
-		result_set(res, 451, "4.7.1", "daily sending limit of %s reached (%llu messages, "
-		    "%llu recipients per 24 h); try again later", e->msg->account,
-		    (unsigned long long)max_msgs, (unsigned long long)max_rcpts);
+		relay_result_set(res, 451, "4.7.1", "daily sending limit of %s reached (%llu "
+		    "messages, %llu recipients per 24 h); try again later", e->msg->account,
+		    (unsigned long long)lim.messages, (unsigned long long)lim.rcpts);
 		return -1;
 	}
-	i = now % RELAY_QUOTA_BUCKETS;
-	if (q->minute[i] != now) {
-		q->minute[i] = now;
-		q->msgs[i] = 0;
-		q->rcpts[i] = 0;
-	}
-	q->msgs[i]++;
-	q->rcpts[i] += (uint32_t)e->msg->n_rcpts;
-	e->quota = q;
-	e->quota_minute = now;
+	/* Out of memory: not counted; Google's own limit still holds. */
+	(void)quota_take(r->quota, e->msg->account, 1, (uint32_t)e->msg->n_rcpts, now,
+	    &e->ticket);
 	return 0;
-}
-
-/* The upstream did not take it: it does not count. */
-static void
-quota_give_back(struct relay_entry *e)
-{
-	struct relay_quota *q = e->quota;
-	size_t i = e->quota_minute % RELAY_QUOTA_BUCKETS;
-
-	if (q == NULL || q->minute[i] != e->quota_minute)
-		return;
-	if (q->msgs[i] > 0)
-		q->msgs[i]--;
-	q->rcpts[i] = q->rcpts[i] > e->msg->n_rcpts ? q->rcpts[i] - (uint32_t)e->msg->n_rcpts : 0;
 }
 
 /* What the audit log and the metrics call the outcome of a direct delivery. */
@@ -453,6 +404,79 @@ relay_metrics_status(enum audit_status st)
 	}
 }
 
+int
+relay_fields_read(struct evbuffer *data, int want_subject, struct relay_fields *f)
+{
+	char head[MSG_HEADER_SCAN_MAX < 65536 ? MSG_HEADER_SCAN_MAX : 65536];
+	char value[RELAY_HEADER_FIELD_MAX];
+	ev_ssize_t n;
+
+	memset(f, 0, sizeof(*f));
+	/* The header fields come from the first part of the message only. */
+	n = evbuffer_copyout(data, head, sizeof(head));
+	if (n < 0)
+		n = 0;
+	if (msg_header_get(head, (size_t)n, "From", value, sizeof(value)) == 0 &&
+	    (f->header_from = strdup(value)) == NULL)
+		goto fail;
+	if (want_subject && msg_header_get(head, (size_t)n, "Subject", value,
+	    sizeof(value)) == 0 && (f->subject = strdup(value)) == NULL)
+		goto fail;
+	if (msg_header_get(head, (size_t)n, "Message-ID", value, sizeof(value)) == 0 &&
+	    (f->message_id = strdup(value)) == NULL)
+		goto fail;
+	return 0;
+fail:
+	relay_fields_free(f);
+	return -1;
+}
+
+void
+relay_fields_free(struct relay_fields *f)
+{
+	free(f->header_from);
+	free(f->subject);
+	free(f->message_id);
+	memset(f, 0, sizeof(*f));
+}
+
+json_t *
+relay_audit_event(const struct relay_msg *msg, const struct relay_fields *f, uint64_t size,
+    enum audit_status st, const char *reply, uint32_t cred_version, uint32_t attempt,
+    uint64_t duration_ms)
+{
+	struct audit_message am;
+	const char **rcpts;
+	json_t *ev;
+	size_t i;
+
+	if ((rcpts = calloc(msg->n_rcpts > 0 ? msg->n_rcpts : 1, sizeof(*rcpts))) == NULL)
+		return NULL;
+	for (i = 0; i < msg->n_rcpts; i++)
+		rcpts[i] = msg->rcpts[i];
+	memset(&am, 0, sizeof(am));
+	am.queue_id = msg->queue_id;
+	am.client_ip = msg->client_ip;
+	am.client_name = msg->client_name;
+	am.helo = msg->helo;
+	am.mail_from = msg->mail_from;
+	am.rcpt_to = rcpts;
+	am.n_rcpt_to = msg->n_rcpts;
+	am.header_from = f->header_from;
+	am.subject = f->subject;
+	am.message_id = f->message_id;
+	am.size = size;
+	am.account = msg->account;
+	am.credential_version = cred_version;
+	am.status = st;
+	am.upstream_reply = reply;
+	am.attempt = attempt;
+	am.duration_ms = duration_ms;
+	ev = audit_message_event(&am);
+	free(rcpts);
+	return ev;
+}
+
 /*
  * One "message" event with the final status (direct mode). Returns 0, or -1
  * when the event could not be written durably.
@@ -462,50 +486,20 @@ relay_audit(struct relay *r, const struct relay_entry *e, const struct smtp_outc
     enum audit_status st)
 {
 	const struct relay_msg *msg = e->msg;
-	struct audit_message am;
-	char head[MSG_HEADER_SCAN_MAX < 65536 ? MSG_HEADER_SCAN_MAX : 65536];
-	char from[RELAY_HEADER_FIELD_MAX], subject[RELAY_HEADER_FIELD_MAX];
-	char msgid[RELAY_HEADER_FIELD_MAX], reply[SMTP_CLIENT_REPLY_MAX + 32];
-	char err[512];
-	const char **rcpts;
-	ev_ssize_t n;
-	size_t i;
-	json_t *ev;
+	struct relay_fields f;
+	char reply[SMTP_CLIENT_REPLY_MAX + 32], err[512];
+	json_t *ev = NULL;
 	int rc = -1;
 
 	if (r->audit == NULL)
 		return 0;
-	if ((rcpts = calloc(msg->n_rcpts, sizeof(*rcpts))) == NULL)
-		goto done;
-	for (i = 0; i < msg->n_rcpts; i++)
-		rcpts[i] = msg->rcpts[i];
-	/* The header fields come from the first part of the message only. */
-	n = evbuffer_copyout(msg->data, head, sizeof(head));
-	if (n < 0)
-		n = 0;
-	memset(&am, 0, sizeof(am));
-	am.queue_id = msg->queue_id;
-	am.client_ip = msg->client_ip;
-	am.client_name = msg->client_name;
-	am.helo = msg->helo;
-	am.mail_from = msg->mail_from;
-	am.rcpt_to = rcpts;
-	am.n_rcpt_to = msg->n_rcpts;
-	am.header_from = msg_header_get(head, (size_t)n, "From", from, sizeof(from)) == 0 ?
-	    from : NULL;
-	am.subject = r->cfg->log_subject && msg_header_get(head, (size_t)n, "Subject",
-	    subject, sizeof(subject)) == 0 ? subject : NULL;
-	am.message_id = msg_header_get(head, (size_t)n, "Message-ID", msgid,
-	    sizeof(msgid)) == 0 ? msgid : NULL;
-	am.size = evbuffer_get_length(msg->data);
-	am.account = msg->account;
-	am.credential_version = o->cred_version;
-	am.status = st;
 	smtp_outcome_reply(o, reply, sizeof(reply));
-	am.upstream_reply = reply;
-	am.attempt = 1;
-	am.duration_ms = (uint64_t)elapsed_ms(&e->start);
-	if ((ev = audit_message_event(&am)) == NULL) {
+	if (relay_fields_read(msg->data, r->cfg->log_subject, &f) == 0) {
+		ev = relay_audit_event(msg, &f, evbuffer_get_length(msg->data), st, reply,
+		    o->cred_version, 1, (uint64_t)elapsed_ms(&e->start));
+		relay_fields_free(&f);
+	}
+	if (ev == NULL) {
 		strlcpy(err, "out of memory", sizeof(err));
 	} else {
 		rc = audit_append(r->audit, ev, err, sizeof(err));
@@ -513,8 +507,6 @@ relay_audit(struct relay *r, const struct relay_entry *e, const struct smtp_outc
 	}
 	if (rc == -1)
 		log_err("event=audit_failed queue_id=%s error=\"%s\"", msg->queue_id, err);
-done:
-	free(rcpts);
 	return rc;
 }
 
@@ -529,7 +521,7 @@ relay_done(void *arg, const struct smtp_outcome *o)
 
 	TAILQ_REMOVE(&r->entries, e, entry);
 	if (o->error != SMTP_ERR_NONE)
-		quota_give_back(e);
+		quota_give_back(&e->ticket, e->ticket.msgs, e->ticket.rcpts);
 	memset(&res, 0, sizeof(res));
 	relay_map(r, e->msg, o, &res);
 	st = relay_status(&res);
@@ -548,7 +540,7 @@ relay_done(void *arg, const struct smtp_outcome *o)
 		 */
 		r->audit_failed = time(NULL);
 		if (res.code < 400)
-			result_set(&res, 451, "4.3.0", "delivered upstream as %s, but the audit "
+			relay_result_set(&res, 451, "4.3.0", "delivered upstream as %s, but the audit "
 			    "log could not be written; the operator has been notified",
 			    e->msg->queue_id);
 	} else {
@@ -564,19 +556,21 @@ relay_submit(struct relay *r, struct relay_msg *msg, relay_cb *cb, void *arg,
 {
 	struct relay_entry *e;
 
+	if (r->queue != NULL)
+		return queue_submit(r->queue, msg, cb, arg, res);
 	memset(res, 0, sizeof(*res));
 	if (r->draining) {
-		result_set(res, 421, "4.3.2", "service shutting down, try again later");
+		relay_result_set(res, 421, "4.3.2", "service shutting down, try again later");
 		relay_msg_free(msg);
 		return -1;
 	}
 	if (r->audit_failed != 0 && time(NULL) - r->audit_failed < RELAY_AUDIT_BACKOFF_SECS) {
-		result_set(res, 451, "4.3.0", "the audit log cannot be written; try again later");
+		relay_result_set(res, 451, "4.3.0", "the audit log cannot be written; try again later");
 		relay_msg_free(msg);
 		return -1;
 	}
 	if (msg->data == NULL || msg->account[0] == '\0' || msg->n_rcpts == 0) {
-		result_set(res, 451, "4.3.0", "internal error: incomplete message");
+		relay_result_set(res, 451, "4.3.0", "internal error: incomplete message");
 		relay_msg_free(msg);
 		return -1;
 	}
@@ -587,7 +581,7 @@ relay_submit(struct relay *r, struct relay_msg *msg, relay_cb *cb, void *arg,
 	e->cb = cb;
 	e->arg = arg;
 	clock_gettime(CLOCK_MONOTONIC, &e->start);
-	if (quota_take(r, e, res) == -1) {
+	if (relay_quota_take(r, e, res) == -1) {
 		free(e);
 		relay_msg_free(msg);
 		return -1;
@@ -595,14 +589,14 @@ relay_submit(struct relay *r, struct relay_msg *msg, relay_cb *cb, void *arg,
 	/* A message waits for a session at most as long as one upstream step. */
 	if ((e->job = upstream_pool_send(r->pool, msg, r->cfg->upstream_timeout, relay_done,
 	    e)) == NULL) {
-		quota_give_back(e);
+		quota_give_back(&e->ticket, e->ticket.msgs, e->ticket.rcpts);
 		free(e);
 		goto fail;
 	}
 	TAILQ_INSERT_TAIL(&r->entries, e, entry);
 	return 0;
 fail:
-	result_set(res, 451, "4.3.0", "out of memory, try again later");
+	relay_result_set(res, 451, "4.3.0", "out of memory, try again later");
 	relay_msg_free(msg);
 	return -1;
 }
@@ -612,6 +606,10 @@ relay_cancel(struct relay *r, void *arg)
 {
 	struct relay_entry *e, *next;
 
+	if (r->queue != NULL) {
+		queue_cancel(r->queue, arg);
+		return;
+	}
 	for (e = TAILQ_FIRST(&r->entries); e != NULL; e = next) {
 		next = TAILQ_NEXT(e, entry);
 		if (e->arg != arg)
@@ -641,6 +639,11 @@ relay_drain(struct relay *r, void (*done)(void *), void *arg)
 	r->draining = 1;
 	r->drain_done = done;
 	r->drain_arg = arg;
+	if (r->queue != NULL) {
+		/* In-flight deliveries finish or are abandoned: they are on disk. */
+		queue_drain(r->queue, relay_pool_drained, r);
+		return;
+	}
 	upstream_pool_drain(r->pool, relay_pool_drained, r);
 }
 

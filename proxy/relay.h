@@ -1,9 +1,11 @@
 /*
  * relay.h: the delivery step between a LAN session and the upstream. The
  * session hands over a complete message; the relay answers, once, with the
- * reply the client should get. In direct mode that reply is decided by the
- * upstream's answer to the message; the queue slots in behind this same
- * interface (the reply then comes when the spool file is durable).
+ * reply the client should get. Two implementations sit behind it, chosen by
+ * [smtp] delivery: direct (relay.c: the reply is decided by the upstream's
+ * answer to the message) and queue (queue.c: the reply comes when the spool
+ * file and its audit event are durable; delivery happens later). Both send
+ * through the same per-account upstream pools and count the same quotas.
  */
 #ifndef SMTPVAULT_RELAY_H
 #define SMTPVAULT_RELAY_H
@@ -11,6 +13,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
+#include "audit.h"
 #include "vault.h"
 
 struct event_base;
@@ -18,6 +23,7 @@ struct evbuffer;
 struct config;
 struct credstore;
 struct audit;
+struct queue;
 
 #define RELAY_QUEUE_ID_MAX	24
 #define RELAY_PATH_MAX		(256 + 1)	/* RFC 5321 4.5.3.1.3 path limit + NUL */
@@ -63,8 +69,12 @@ void	relay_set_config(struct relay *r, const struct config *cfg);
  * is only given to the client once its event is on disk; when the log
  * cannot be written the client gets 451 4.3.0 instead, and for a while new
  * messages are refused before they go upstream. NULL: no audit (tests).
+ * own: delivery = queue writes from its I/O thread through a second handle
+ * on the same log (audit_open() again), which the relay takes over and
+ * closes; NULL in direct mode. In queue mode, messages are refused until
+ * this is called.
  */
-void	relay_set_audit(struct relay *r, struct audit *a);
+void	relay_set_audit(struct relay *r, struct audit *a, struct audit *own);
 
 /*
  * Hand over msg (the relay takes ownership and frees it). cb is called
@@ -86,5 +96,40 @@ void	relay_msg_free(struct relay_msg *msg);
 struct upstream_pool_stats;
 void	relay_upstream_stats(struct relay *r, const char *account,
 	    struct upstream_pool_stats *st);
+
+/* delivery = queue: the queue behind this relay (for the admin page and the
+ * control socket), NULL in direct mode. */
+struct queue *relay_queue(struct relay *r);
+
+/* ---- Shared by the two implementations (relay.c and queue.c) ---------- */
+
+/* Header fields of a message that the audit log records; malloc'd, NULL
+ * when the message has none (or, for subject, when log_subject = no). */
+struct relay_fields {
+	char	*header_from;
+	char	*subject;
+	char	*message_id;
+};
+
+/* Read them from the first part of data. Returns 0, or -1 out of memory. */
+int	relay_fields_read(struct evbuffer *data, int want_subject, struct relay_fields *f);
+void	relay_fields_free(struct relay_fields *f);
+
+/*
+ * One "message" event (SPEC section 7) for msg; size is the message's size
+ * (msg->data may be NULL in queue mode), reply the upstream's full reply or
+ * NULL. Returns a new object for audit_append(), or NULL when out of memory.
+ */
+json_t	*relay_audit_event(const struct relay_msg *msg, const struct relay_fields *f,
+	    uint64_t size, enum audit_status st, const char *reply, uint32_t cred_version,
+	    uint32_t attempt, uint64_t duration_ms);
+
+/* Fill res; the text is made one printable line, bounded for a reply. */
+void	relay_result_set(struct relay_result *res, int code, const char *enhanced,
+	    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* Make upstream text safe for one reply or log line: printable ASCII,
+ * white space runs folded, at most max characters ("..." when cut). */
+void	relay_text_sanitize(char *dst, size_t dstlen, const char *src, size_t max);
 
 #endif

@@ -52,6 +52,7 @@ struct server {
 	struct event_base	*base;
 	struct credstore	*cs;
 	struct audit		*audit;
+	struct audit		*queue_audit;	/* the queue's own handle, for its thread */
 	struct relay		*relay;
 	struct smtp_server	*smtp;
 	struct admin_server	*admin;
@@ -243,7 +244,7 @@ cmd_serve(struct cli *cli, int argc, char **argv)
 	struct timeval poll = { VAULT_POLL_SECONDS, 0 };
 	struct privdrop pd;
 	char err[1024], who[PRIVDROP_NAME_MAX];
-	int i, check = 0, rc, kfd = -1;
+	int i, check = 0, rc, kfd[KEEPER_CHANNELS] = { -1, -1 };
 	pid_t kpid = 0;
 
 	for (i = 1; i < argc; i++) {
@@ -268,11 +269,6 @@ cmd_serve(struct cli *cli, int argc, char **argv)
 		cli_error("%s", err);
 		return EXIT_USAGE;
 	}
-	if (cli->cfg.delivery == DELIVERY_QUEUE) {
-		cli_error("%s: delivery = queue is not available in this build yet; "
-		    "set delivery = direct in [smtp]", cli->config_path);
-		return EXIT_USAGE;
-	}
 	if (check) {
 		if ((rc = server_open_vault(cli, &v)) != EXIT_OK)
 			return rc;
@@ -282,16 +278,17 @@ cmd_serve(struct cli *cli, int argc, char **argv)
 	}
 	/* The keeper unlocks the vault; this process never sees its key. It is
 	 * forked before any listener exists, so it holds no network socket. */
-	if ((rc = keeper_start(cli, &pd, cli_open_vault, &kpid, &kfd)) != EXIT_OK)
+	if ((rc = keeper_start(cli, &pd, cli_open_vault, &kpid, kfd)) != EXIT_OK)
 		return rc;
 
 	memset(&s, 0, sizeof(s));
 	s.cli = cli;
 	s.keeper_pid = kpid;
-	if ((s.cs = credstore_connect(kfd)) == NULL ||
+	if ((s.cs = credstore_connect(kfd[KEEPER_CH_DAEMON])) == NULL ||
 	    (s.cfg = calloc(1, sizeof(*s.cfg))) == NULL) {
 		if (s.cs == NULL)
-			close(kfd);
+			close(kfd[KEEPER_CH_DAEMON]);
+		close(kfd[KEEPER_CH_AUDIT]);
 		server_stop_keeper(&s);
 		cli_error("out of memory");
 		return EXIT_FAILED;
@@ -311,6 +308,16 @@ cmd_serve(struct cli *cli, int argc, char **argv)
 	/* The audit log is required: nothing is relayed unrecorded. Its one
 	 * writer is the keeper; this forwarder hands it the events. */
 	if ((s.audit = credstore_audit_forwarder(s.cs)) == NULL) {
+		close(kfd[KEEPER_CH_AUDIT]);
+		log_err("event=start error=\"out of memory\"");
+		goto done;
+	}
+	/* delivery = queue appends from its I/O thread: a channel of its own
+	 * (the keeper serialises the two); direct mode does not need it. */
+	if (s.cfg->delivery != DELIVERY_QUEUE) {
+		close(kfd[KEEPER_CH_AUDIT]);
+	} else if ((s.queue_audit = credstore_audit_channel(kfd[KEEPER_CH_AUDIT])) == NULL) {
+		close(kfd[KEEPER_CH_AUDIT]);
 		log_err("event=start error=\"out of memory\"");
 		goto done;
 	}
@@ -328,7 +335,8 @@ cmd_serve(struct cli *cli, int argc, char **argv)
 		rc = EXIT_USAGE;
 		goto done;
 	}
-	relay_set_audit(s.relay, s.audit);
+	relay_set_audit(s.relay, s.audit, s.queue_audit);
+	s.queue_audit = NULL;		/* the relay's now */
 	smtp_server_set_audit(s.smtp, s.audit);
 	/* The admin page and API share this loop (admin/admin_server.c). */
 	if ((s.admin = admin_server_new(s.base, s.cfg, s.cs, s.audit, s.relay, err,
@@ -384,6 +392,7 @@ done:
 	if (s.relay != NULL)
 		relay_free(s.relay);
 	audit_close(s.audit);
+	audit_close(s.queue_audit);
 	server_stop_keeper(&s);
 	if (s.ev_term != NULL)
 		event_free(s.ev_term);

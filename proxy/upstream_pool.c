@@ -798,6 +798,19 @@ upstream_pool_cancel(struct upstream_pool *p, struct upstream_job *job)
 	pool_check_drained(p);
 }
 
+void
+upstream_pool_release(struct upstream_pool *p, const char *account)
+{
+	struct account_pool *ap;
+
+	TAILQ_FOREACH(ap, &p->pools, entry) {
+		if (strcasecmp(ap->account, account) != 0 || !ap->auth_hold)
+			continue;
+		ap->auth_hold = 0;
+		pool_schedule(ap);
+	}
+}
+
 static void
 drain_cb(evutil_socket_t fd, short what, void *arg)
 {

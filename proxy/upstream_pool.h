@@ -66,6 +66,13 @@ struct upstream_job *upstream_pool_send(struct upstream_pool *p, const struct re
  */
 void	upstream_pool_cancel(struct upstream_pool *p, struct upstream_job *job);
 
+/*
+ * Lift the hold after a refused credential for account (the operator asked
+ * for a retry: "queue retry"): the next message logs in again even with the
+ * same credential version.
+ */
+void	upstream_pool_release(struct upstream_pool *p, const char *account);
+
 /* Stop when every job has finished: idle sessions say QUIT; done() runs
  * from the loop once no job and no session is left. */
 void	upstream_pool_drain(struct upstream_pool *p, void (*done)(void *), void *arg);

@@ -188,6 +188,7 @@ class Daemon:
         self._stderr = None
         self._stdout = None
         self.exit_status = None
+        self.env = {}           # extra environment for `serve` (tests add to it)
 
     def write_config(self, smtp=None, upstream=None, vault=None, admin=None, audit=None,
                      extra=""):
@@ -251,7 +252,7 @@ class Daemon:
         self._stdout = open(self.stdout_path, "wb")
         self.proc = subprocess.Popen([self.binary, "-c", self.conf, "serve"],
                                      stdin=subprocess.DEVNULL, stdout=self._stdout,
-                                     stderr=self._stderr, env=child_env(),
+                                     stderr=self._stderr, env={**child_env(), **self.env},
                                      preexec_fn=die_with_parent)
         deadline = time.monotonic() + START_TIMEOUT
         while True:

@@ -137,7 +137,12 @@ keeper_fork(int *fd, int *logfd)
 		if ((a = audit_open(fx.audit, key, err, sizeof(err))) == NULL)
 			_exit(92);
 		credstore_set_audit(cs, a);
-		keeper_serve(sv[1], cs, a, keeper_rules_daemon, keeper_n_rules_daemon);
+		{
+			const struct keeper_channel ch = { sv[1], "daemon", keeper_rules_daemon,
+			    keeper_n_rules_daemon };
+
+			keeper_serve(&ch, 1, cs, a);
+		}
 	}
 	close(sv[1]);
 	*fd = sv[0];
