@@ -26,7 +26,8 @@ static const char *const sandbox_keeper_calls[] = {
 	"read", "write", "readv", "writev", "pread64", "pwrite64", "lseek", "close",
 	"open", "openat", "fstat", "newfstatat", "stat", "lstat", "statx", "fcntl", "flock",
 	"fsync", "fdatasync", "ftruncate", "rename", "renameat", "renameat2", "link",
-	"linkat", "unlink", "unlinkat", "fchmod", "fchown", "getdents64",
+	"linkat", "unlink", "unlinkat", "fchmod", "fchown", "getdents64", "readlink",
+	"readlinkat",
 	/* memory (guarded memory: mprotect, mlock, madvise) */
 	"mmap", "munmap", "mprotect", "madvise", "brk", "mremap", "mlock", "munlock",
 	"mlock2",

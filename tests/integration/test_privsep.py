@@ -11,7 +11,7 @@ the audit key) and the network process (SMTP front end, relay, admin).
   upstream login until AUTH is done; the scan runs between messages.)
 - Killing the keeper ends the daemon at once, with a log line and a non-zero
   status (no silent restart), and every message that got a 250 was
-  delivered upstream.
+  delivered upstream (direct mode) or is delivered after a restart (queue).
 """
 
 import os
@@ -166,3 +166,32 @@ def test_killing_the_keeper_ends_the_daemon(daemon, gmail):
     assert "event=child_exited process=keeper signal=9 action=exit" in err, err
     # Every accepted message went upstream before its 250 (direct mode).
     assert len(gmail.delivered) == accepted
+
+
+def test_killing_the_keeper_in_queue_mode_loses_nothing(daemon, gmail):
+    """Messages wait in the queue (the upstream offers no STARTTLS, so every
+    attempt fails); the keeper is killed; the daemon ends; after a restart
+    every message that got a 250 is delivered."""
+    from test_queue import qdaemon, send
+    d = qdaemon(daemon)
+    gmail.offer_starttls = False
+    accepted = []
+    for i in range(5):
+        msgid = f"keeper-kill-{i}@test.lan"
+        code, text = send(d, msgid)
+        assert code == 250, text
+        accepted.append(msgid)
+    assert gmail.delivered == []
+    os.kill(keeper_of(d), signal.SIGKILL)
+    rc = d.proc.wait(EXIT_TIMEOUT)
+    assert rc > 0, rc
+    assert "event=child_exited process=keeper signal=9 action=exit" in d.log()
+    gmail.offer_starttls = True
+    d.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        got = {m for m in accepted if any(m.encode() in x.data for x in gmail.delivered)}
+        if got == set(accepted):
+            break
+        time.sleep(0.2)
+    assert got == set(accepted), sorted(set(accepted) - got)
