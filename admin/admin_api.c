@@ -38,7 +38,9 @@
 #include "config.h"
 #include "credential.h"
 #include "log.h"
+#include "queue.h"
 #include "relay.h"
+#include "spool.h"
 #include "upstream_pool.h"
 #include "util.h"
 
@@ -47,6 +49,8 @@
 #define API_CRED_AGE_WARN	(90 * 86400)	/* the page warns past this age */
 #define API_BY_MAX		(VAULT_NAME_MAX + 8)
 #define API_TIME_MAX		64
+#define API_QUEUE_LIST_MAX	500	/* entries in one GET /queue; "depth" counts all */
+#define API_QUEUE_RCPTS_SHOWN	100	/* recipients listed per entry ("rcpt_count": all) */
 
 struct route_ctx {
 	char				 arg[VAULT_ADDR_MAX];	/* decoded {address} / {id} */
@@ -55,6 +59,22 @@ struct route_ctx {
 };
 
 typedef void route_fn(struct admin_req *, struct route_ctx *);
+
+/* What the queue holds for one account (the dashboard). */
+struct api_queue_acct {
+	char	account[VAULT_ADDR_MAX];
+	size_t	queued;				/* waiting, not failed */
+	size_t	held;
+	char	hold_reason[QUEUE_REASON_MAX];	/* the queue's hold, "" when none */
+};
+struct api_queue_accts {
+	struct api_queue_acct	*v;
+	size_t			 n;
+};
+
+static void	queue_accounts(struct admin_server *, struct api_queue_accts *);
+static const struct api_queue_acct *queue_account_find(const struct api_queue_accts *,
+		    const char *);
 
 struct route {
 	const char	*method;
@@ -614,12 +634,19 @@ route_session(struct admin_req *r, struct route_ctx *ctx)
 
 /* ---- Accounts ----------------------------------------------------------------- */
 
+/*
+ * A refused credential comes first (a rotation is what it needs, and the
+ * queue holds the account meanwhile: the hold's reason is shown as well);
+ * then a hold of the queue (credential, quota, Google's daily limit, a
+ * back-off) or, in direct mode, Google's daily-limit reply.
+ */
 static const char *
-account_status(const struct cred_account_view *v, const struct admin_usage_row *u)
+account_status(const struct cred_account_view *v, const struct admin_usage_row *u,
+    const struct api_queue_acct *qa)
 {
 	if (v->info.status == VAULT_STATUS_AUTH_FAILED)
 		return "failing_credential";
-	if (u != NULL && u->quota_hold)
+	if ((qa != NULL && qa->held > 0) || (u != NULL && u->quota_hold))
 		return "on_hold";
 	if (u != NULL && (u->messages_24h >= v->info.daily_limit ||
 	    u->recipients_24h >= v->info.daily_rcpt_limit))
@@ -628,11 +655,13 @@ account_status(const struct cred_account_view *v, const struct admin_usage_row *
 }
 
 static json_t *
-account_json(struct admin_server *srv, const struct cred_account_view *v, time_t now)
+account_json(struct admin_server *srv, const struct cred_account_view *v,
+    const struct api_queue_accts *qas, time_t now)
 {
 	const struct admin_usage_row *u = admin_usage_find(srv->usage, v->info.address);
+	const struct api_queue_acct *qa = queue_account_find(qas, v->info.address);
 	struct upstream_pool_stats st;
-	json_t *o, *aliases, *versions, *err = json_null();
+	json_t *o, *aliases, *versions, *err = json_null(), *hold = json_null();
 	char created[API_TIME_MAX], rotated[API_TIME_MAX], t[API_TIME_MAX];
 	char up[VAULT_HOST_MAX + 16];
 	size_t i;
@@ -660,6 +689,9 @@ account_json(struct admin_server *srv, const struct cred_account_view *v, time_t
 	if (u != NULL && u->last_error[0] != '\0')
 		err = json_pack("{s:s, s:s, s:s}", "ts", u->last_error, "status",
 		    u->last_error_status, "upstream_reply", u->last_error_reply);
+	if (qa != NULL && qa->held > 0)
+		hold = json_pack("{s:s, s:I}", "reason", qa->hold_reason,
+		    "messages", (json_int_t)qa->held);
 	o = json_pack("{s:s, s:o, s:I, s:o, s:s, s:s, s:I, s:b, s:I, s:I, s:s, s:s, s:s, s:s}",
 	    "address", v->info.address, "aliases", aliases,
 	    "version", (json_int_t)v->info.version, "versions", versions,
@@ -668,12 +700,13 @@ account_json(struct admin_server *srv, const struct cred_account_view *v, time_t
 	    "credential_age_warning", now - v->rotated > API_CRED_AGE_WARN,
 	    "daily_limit", (json_int_t)v->info.daily_limit,
 	    "daily_recipient_limit", (json_int_t)v->info.daily_rcpt_limit,
-	    "status", account_status(v, u),
+	    "status", account_status(v, u, qa),
 	    "credential_status", v->info.status == VAULT_STATUS_AUTH_FAILED ?
 	    "auth_failed" : "ok",
 	    "upstream", up, "tls", tls == UPSTREAM_TLS_IMPLICIT ? "implicit" : "starttls");
 	if (o == NULL) {
 		json_decref(err);
+		json_decref(hold);
 		return NULL;
 	}
 	json_object_set_new(o, "messages_24h", u != NULL ? json_integer((json_int_t)
@@ -683,6 +716,8 @@ account_json(struct admin_server *srv, const struct cred_account_view *v, time_t
 	json_object_set_new(o, "last_delivery", u != NULL && u->last_delivery[0] != '\0' ?
 	    json_string(u->last_delivery) : json_null());
 	json_object_set_new(o, "last_error", err);
+	json_object_set_new(o, "queued", json_integer(qa != NULL ? (json_int_t)qa->queued : 0));
+	json_object_set_new(o, "hold", hold);
 	json_object_set_new(o, "upstream_sessions", json_integer((json_int_t)st.sessions));
 	return o;
 }
@@ -691,6 +726,7 @@ static json_t *
 accounts_json(struct admin_server *srv)
 {
 	struct cred_account_view *v;
+	struct api_queue_accts qas;
 	json_t *arr, *o;
 	time_t now = time(NULL);
 	char ts[API_TIME_MAX];
@@ -700,10 +736,12 @@ accounts_json(struct admin_server *srv)
 		json_decref(arr);
 		return NULL;
 	}
+	queue_accounts(srv, &qas);
 	for (i = 0; i < n; i++)
 		if (credstore_account_view(srv->cs, i, v) == 0 &&
-		    (o = account_json(srv, v, now)) != NULL)
+		    (o = account_json(srv, v, &qas, now)) != NULL)
 			json_array_append_new(arr, o);
+	free(qas.v);
 	free(v);
 	fmt_time(now, ts, sizeof(ts));
 	return json_pack("{s:o, s:{s:s, s:I}, s:s, s:s, s:b}", "accounts", arr,
@@ -1237,31 +1275,244 @@ route_audit_csv(struct admin_req *r, struct route_ctx *ctx)
 /* ---- Queue ----------------------------------------------------------------------- */
 
 /*
- * delivery = direct keeps nothing, so the queue is empty and no id exists.
- * The queue's own list / retry / delete plug in here.
+ * delivery = queue: the page lists the queue's own entries (queue_list(),
+ * the objects of "smtpvault queue list --json": envelope, size, attempts,
+ * status, last reply and hold reason; never the message bytes, and the
+ * spool holds no credential) and acts through queue_retry() and
+ * queue_delete(). delivery = direct keeps nothing: the queue is empty and
+ * no id exists.
+ *
+ * A retry is logged, not audited: the queue does not audit "queue retry"
+ * from the CLI either, and the attempt it causes is audited as usual. A
+ * delete is audited by the queue ("deleted from the queue by admin:USER
+ * (IP)"), and answered once the message is gone from the disk.
  */
+static struct queue *
+api_queue(struct admin_server *srv)
+{
+	return srv->relay != NULL ? relay_queue(srv->relay) : NULL;
+}
+
+/* Messages waiting for delivery; failed ones wait for the operator, not
+ * for the upstream, and are not counted. */
 size_t
 admin_queue_depth(struct admin_server *srv)
 {
+	struct queue *q = api_queue(srv);
+	struct queue_stats st;
+
+	if (q == NULL)
+		return 0;
+	queue_stats(q, &st);
+	return st.messages;
+}
+
+static const char *
+entry_str(json_t *entry, const char *key)
+{
+	return json_string_value(json_object_get(entry, key));
+}
+
+static int
+holds_entry_cb(void *arg, json_t *entry)
+{
+	struct api_queue_accts *qa = arg;
+	struct api_queue_acct *a, *grown;
+	const char *account = entry_str(entry, "account"), *status = entry_str(entry, "status"),
+	    *reason = entry_str(entry, "hold_reason");
+	size_t i;
+
+	if (account == NULL || status == NULL || strcmp(status, "failed") == 0)
+		goto done;
+	for (i = 0; i < qa->n && strcasecmp(qa->v[i].account, account) != 0; i++)
+		;
+	if (i == qa->n) {
+		if ((grown = reallocarray(qa->v, qa->n + 1, sizeof(*qa->v))) == NULL)
+			goto done;
+		qa->v = grown;
+		memset(&qa->v[qa->n], 0, sizeof(qa->v[0]));
+		strlcpy(qa->v[qa->n].account, account, sizeof(qa->v[0].account));
+		qa->n++;
+	}
+	a = &qa->v[i];
+	a->queued++;
+	if (strcmp(status, "held") == 0) {
+		a->held++;
+		if (a->hold_reason[0] == '\0' && reason != NULL)
+			strlcpy(a->hold_reason, reason, sizeof(a->hold_reason));
+	}
+done:
+	json_decref(entry);
+	return 0;
+}
+
+/* Per account: messages waiting and the queue's hold, if any. */
+static void
+queue_accounts(struct admin_server *srv, struct api_queue_accts *qa)
+{
+	struct queue *q = api_queue(srv);
+
+	memset(qa, 0, sizeof(*qa));
+	if (q != NULL)
+		(void)queue_list(q, holds_entry_cb, qa);
+}
+
+static const struct api_queue_acct *
+queue_account_find(const struct api_queue_accts *qa, const char *account)
+{
+	size_t i;
+
+	for (i = 0; i < qa->n; i++)
+		if (strcasecmp(qa->v[i].account, account) == 0)
+			return &qa->v[i];
+	return NULL;
+}
+
+struct queue_listing {
+	json_t	*messages;
+	size_t	 n;
+	int	 truncated;
+	int	 oom;
+};
+
+/* One entry of GET /queue: at most API_QUEUE_RCPTS_SHOWN recipients, and
+ * how many there are. */
+static int
+listing_entry_cb(void *arg, json_t *entry)
+{
+	struct queue_listing *l = arg;
+	json_t *rcpts = json_object_get(entry, "rcpts");
+	size_t n = json_array_size(rcpts);
+
+	if (l->n >= API_QUEUE_LIST_MAX) {
+		json_decref(entry);
+		l->truncated = 1;
+		return 1;
+	}
+	while (json_array_size(rcpts) > API_QUEUE_RCPTS_SHOWN)
+		json_array_remove(rcpts, json_array_size(rcpts) - 1);
+	if (json_object_set_new(entry, "rcpt_count", json_integer((json_int_t)n)) == -1) {
+		json_decref(entry);
+		l->oom = 1;
+		return 1;
+	}
+	if (json_array_append_new(l->messages, entry) == -1) {	/* frees entry */
+		l->oom = 1;
+		return 1;
+	}
+	l->n++;
 	return 0;
 }
 
 static void
 route_queue(struct admin_req *r, struct route_ctx *ctx)
 {
-	admin_reply_json(r, 200, json_pack("{s:s, s:i, s:[]}", "mode",
-	    r->srv->cfg->delivery == DELIVERY_QUEUE ? "queue" : "direct", "depth", 0,
-	    "messages"));
+	struct queue *q = api_queue(r->srv);
+	struct queue_listing l;
+	struct queue_stats st;
+
+	memset(&st, 0, sizeof(st));
+	memset(&l, 0, sizeof(l));
+	if ((l.messages = json_array()) == NULL) {
+		admin_reply_error(r, 500, "out of memory");
+		return;
+	}
+	if (q != NULL) {
+		queue_stats(q, &st);
+		(void)queue_list(q, listing_entry_cb, &l);
+	}
+	if (l.oom) {
+		json_decref(l.messages);
+		admin_reply_error(r, 500, "out of memory");
+		return;
+	}
+	admin_reply_json(r, 200, json_pack("{s:s, s:I, s:{s:I, s:I, s:I, s:I}, s:o, s:b, s:I}",
+	    "mode", q != NULL ? "queue" : "direct", "depth", (json_int_t)st.messages,
+	    "counts", "active", (json_int_t)st.active, "deferred", (json_int_t)st.deferred,
+	    "held", (json_int_t)st.held, "failed", (json_int_t)st.failed,
+	    "messages", l.messages, "truncated", l.truncated,
+	    "limit", (json_int_t)API_QUEUE_LIST_MAX));
 }
 
 static void
 route_queue_retry(struct admin_req *r, struct route_ctx *ctx)
 {
-	admin_reply_error(r, 404, "no queued message %s", ctx->arg);
+	struct queue *q = api_queue(r->srv);
+
+	if (q == NULL || !spool_id_valid(ctx->arg) || queue_retry(q, ctx->arg) == -1) {
+		admin_reply_error(r, 404, "no such message in the queue");
+		return;
+	}
+	log_info("event=admin_queue_retry queue_id=%s by=admin:%s ip=%s", ctx->arg, r->user,
+	    r->ip);
+	admin_reply_json(r, 200, json_pack("{s:s, s:b}", "id", ctx->arg, "retried", 1));
+}
+
+/* A DELETE waiting for the queue to remove the files. */
+struct queue_del {
+	struct admin_req	*r;
+	char			 id[SPOOL_ID_MAX];
+	char			 by[API_BY_MAX + ADMIN_IP_MAX + 4];	/* the queue keeps
+								 * QUEUE_BY_MAX - 1 */
+};
+
+static void
+queue_del_done(void *arg, int rc)
+{
+	struct queue_del *qd = arg;
+	struct admin_req *r = qd->r;
+	int error = errno;
+
+	if (rc == 0) {
+		log_info("event=admin_queue_delete queue_id=%s by=\"%s\"", qd->id, qd->by);
+		admin_reply_json(r, 200, json_pack("{s:s, s:b}", "id", qd->id, "deleted", 1));
+	} else if (error == ENOENT) {
+		admin_reply_error(r, 404, "no such message in the queue (delivered or removed "
+		    "meanwhile)");
+	} else {
+		log_err("event=admin_queue_delete queue_id=%s error=\"%s\"", qd->id,
+		    strerror(error));
+		admin_reply_error(r, 500, "cannot remove %s: %s", qd->id, strerror(error));
+	}
+	admin_req_resume(r);
+	free(qd);
+}
+
+static void
+queue_del_cancel(struct admin_req *r)
+{
+	struct queue_del *qd = r->pending;
+	struct queue *q = api_queue(r->srv);
+
+	if (q != NULL)
+		queue_delete_cancel(q, qd);
+	free(qd);
 }
 
 static void
 route_queue_delete(struct admin_req *r, struct route_ctx *ctx)
 {
-	admin_reply_error(r, 404, "no queued message %s", ctx->arg);
+	struct queue *q = api_queue(r->srv);
+	struct queue_del *qd;
+
+	if (q == NULL || !spool_id_valid(ctx->arg)) {
+		admin_reply_error(r, 404, "no such message in the queue");
+		return;
+	}
+	if ((qd = calloc(1, sizeof(*qd))) == NULL) {
+		admin_reply_error(r, 503, "out of memory");
+		return;
+	}
+	qd->r = r;
+	strlcpy(qd->id, ctx->arg, sizeof(qd->id));
+	/* Who, and from where, goes into the audit log with the message. */
+	snprintf(qd->by, sizeof(qd->by), "admin:%s (%s)", r->user, r->ip);
+	if (queue_delete(q, qd->id, qd->by, queue_del_done, qd) == -1) {
+		free(qd);
+		admin_reply_error(r, 404, "no such message in the queue");
+		return;
+	}
+	/* queue_delete() answers from a later turn of the loop, never before
+	 * this returns. */
+	admin_req_suspend(r, qd, queue_del_cancel);
 }

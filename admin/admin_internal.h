@@ -238,7 +238,7 @@ struct admin_server {
 /* Monotonic seconds, for sessions and throttling. */
 time_t	admin_now(void);
 
-/* Replies: the server adds the security headers to every one. */
+/* Replies (admin_reply.c): the server adds the security headers to every one. */
 void	admin_reply_json(struct admin_req *r, int status, json_t *obj);	/* steals obj */
 void	admin_reply_error(struct admin_req *r, int status, const char *fmt, ...)
 	    __attribute__((format(printf, 3, 4)));

@@ -74,59 +74,6 @@ reply_clear(struct admin_reply *rep)
 	memset(rep, 0, sizeof(*rep));
 }
 
-void
-admin_reply_buf(struct admin_req *r, int status, const char *ctype, int api, char *body,
-    size_t len)
-{
-	/* Headers already added (a cookie, Retry-After) stay. */
-	free(r->reply.body);
-	r->reply.status = status;
-	r->reply.ctype = ctype;
-	r->reply.api = api;
-	r->reply.body = body;
-	r->reply.len = len;
-	r->have_reply = 1;
-}
-
-void
-admin_reply_json(struct admin_req *r, int status, json_t *obj)
-{
-	char *s;
-
-	if (obj == NULL || (s = json_dumps(obj, JSON_COMPACT | JSON_ENSURE_ASCII)) == NULL) {
-		json_decref(obj);
-		admin_reply_buf(r, 500, "application/json", 1,
-		    strdup("{\"error\":\"out of memory\"}"), 25);
-		return;
-	}
-	json_decref(obj);
-	admin_reply_buf(r, status, "application/json", 1, s, strlen(s));
-}
-
-void
-admin_reply_error(struct admin_req *r, int status, const char *fmt, ...)
-{
-	char msg[1024];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	admin_reply_json(r, status, json_pack("{s:s}", "error", msg));
-}
-
-void
-admin_reply_header(struct admin_req *r, const char *name, const char *value)
-{
-	struct admin_reply *rep = &r->reply;
-
-	if (rep->n_headers >= ADMIN_REPLY_HEADERS)
-		return;
-	strlcpy(rep->hname[rep->n_headers], name, sizeof(rep->hname[0]));
-	strlcpy(rep->hval[rep->n_headers], value, sizeof(rep->hval[0]));
-	rep->n_headers++;
-}
-
 const char *
 admin_req_header(struct admin_req *r, const char *name)
 {

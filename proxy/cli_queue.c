@@ -620,7 +620,7 @@ cmd_queue(struct cli *cli, int argc, char **argv)
 				goto done;
 			}
 			cli_error("%s", err);
-			rc = errno == ENOENT ? EXIT_FAILED : EXIT_FAILED;
+			rc = EXIT_FAILED;
 			goto done;
 		}
 		if (spool_lock(sp, CLI_QUEUE_LOCK_WAIT_MS) == 0)

@@ -381,12 +381,12 @@ msg_find(struct queue *q, const char *id)
 	return NULL;
 }
 
-static void account_hold(struct queue *, struct qaccount *, enum hold_kind, time_t, uint32_t,
-    const char *, ...) __attribute__((format(printf, 6, 7)));
+static void account_hold(struct qaccount *, enum hold_kind, time_t, uint32_t, const char *,
+    ...) __attribute__((format(printf, 5, 6)));
 
 static void
-account_hold(struct queue *q, struct qaccount *a, enum hold_kind kind, time_t until,
-    uint32_t version, const char *fmt, ...)
+account_hold(struct qaccount *a, enum hold_kind kind, time_t until, uint32_t version,
+    const char *fmt, ...)
 {
 	char stamp[32];
 	va_list ap;
@@ -401,7 +401,6 @@ account_hold(struct queue *q, struct qaccount *a, enum hold_kind kind, time_t un
 		time_rfc3339(until, stamp, sizeof(stamp));
 	log_warn("event=account_hold account=%s hold=%s until=%s reason=\"%s\"", a->name,
 	    hold_names[kind], until > 0 ? stamp : "released", a->hold_reason);
-	(void)q;
 }
 
 static void
@@ -650,18 +649,18 @@ attempt_finished(struct qmsg *m)
 					version = info.version;
 			}
 			if (a->hold != HOLD_AUTH)
-				account_hold(q, a, HOLD_AUTH, now + QUEUE_AUTH_RETRY_SECS, version,
+				account_hold(a, HOLD_AUTH, now + QUEUE_AUTH_RETRY_SECS, version,
 				    "the upstream refused credential version %u; waiting for "
 				    "a rotation or 'queue retry'", version);
 			break;
 		case QUEUE_LIMIT:
 			if (a->hold != HOLD_LIMIT)
-				account_hold(q, a, HOLD_LIMIT, now + QUEUE_LIMIT_HOLD_SECS, 0,
+				account_hold(a, HOLD_LIMIT, now + QUEUE_LIMIT_HOLD_SECS, 0,
 				    "the upstream's daily sending limit was reached (550 5.4.5)");
 			break;
 		case QUEUE_RATE:
 			if (a->hold == HOLD_NONE) {
-				account_hold(q, a, HOLD_RATE, now + (time_t)queue_retry_delay(
+				account_hold(a, HOLD_RATE, now + (time_t)queue_retry_delay(
 				    cfg->retry_schedule, cfg->n_retry, a->rate_step + 1), 0,
 				    "the upstream asked to slow down");
 				a->rate_step++;
@@ -832,7 +831,7 @@ msg_dispatch(struct queue *q, struct qaccount *a, struct qmsg *m, time_t now)
 			return 0;
 		}
 		time_rfc3339(room, stamp, sizeof(stamp));
-		account_hold(q, a, HOLD_QUOTA, room, 0, "daily limit of %llu messages / %llu "
+		account_hold(a, HOLD_QUOTA, room, 0, "daily limit of %llu messages / %llu "
 		    "recipients per 24 hours reached; room again at %s",
 		    (unsigned long long)lim.messages, (unsigned long long)lim.rcpts, stamp);
 		return -1;
@@ -901,7 +900,7 @@ queue_kick(struct queue *q)
 
 /* A message that waited past its lifetime without an attempt failing it. */
 static void
-msg_expire(struct qmsg *m, time_t now)
+msg_expire(struct qmsg *m)
 {
 	char reply[SPOOL_REPLY_MAX];
 
@@ -918,7 +917,6 @@ msg_expire(struct qmsg *m, time_t now)
 	    m->msg.account, m->st.attempts);
 	body_drop(m);
 	msg_record(m, AUDIT_STATUS_FAILED, reply, 0, 0);
-	(void)now;
 }
 
 static void
@@ -935,7 +933,7 @@ tick_cb(evutil_socket_t fd, short what, void *arg)
 		if (m->state != QM_WAITING)
 			continue;
 		if (now >= msg_born(m) + (time_t)q->cfg->queue_lifetime) {
-			msg_expire(m, now);
+			msg_expire(m);
 			continue;
 		}
 		if (m->list == QL_LATER && m->st.next_attempt <= now) {

@@ -458,8 +458,8 @@ read_some(int fd, char *buf, size_t len)
 
 /* Read the state file of area/ID, or make a fresh state when there is none. */
 static int
-load_state(struct spool *sp, int dfd, const char *id, size_t n_rcpts, struct spool_state *st,
-    char *err, size_t errlen)
+load_state(int dfd, const char *id, size_t n_rcpts, struct spool_state *st, char *err,
+    size_t errlen)
 {
 	char name[SPOOL_NAME_MAX], *buf = NULL;
 	size_t len = 0;
@@ -495,7 +495,6 @@ load_state(struct spool *sp, int dfd, const char *id, size_t n_rcpts, struct spo
 done:
 	close(fd);
 	free(buf);
-	(void)sp;
 	return rc;
 }
 
@@ -586,7 +585,7 @@ spool_load(struct spool *sp, enum spool_area a, const char *id, struct relay_msg
 			left -= (size_t)n;
 		}
 	}
-	if (load_state(sp, dfd, id, msg->n_rcpts, st, perr, sizeof(perr)) == -1) {
+	if (load_state(dfd, id, msg->n_rcpts, st, perr, sizeof(perr)) == -1) {
 		saved = errno;
 		snprintf(err, errlen, "%s/%s.st: %s", area_names[a], id, perr);
 		errno = saved;

@@ -31,6 +31,8 @@
 #include "util.h"
 
 #define SPOOL_IO_SYNCFS_MIN	8	/* new messages in a batch for one syncfs() */
+#define SPOOL_IO_PROBE_EVERY	32	/* large batches between tries of the other way */
+#define SPOOL_IO_EWMA_WEIGHT	8	/* cost averages: new sample weighs 1/8 */
 
 TAILQ_HEAD(op_list, spool_io_op);
 
@@ -38,6 +40,9 @@ struct spool_io {
 	struct spool		*sp;
 	struct audit		*audit;		/* the thread's own handle */
 	struct audit		*batch_audit;	/* the same, read by the thread */
+	/* Thread only: what a new message has cost lately, ns, each way. */
+	uint64_t		cost_fsync, cost_syncfs;
+	unsigned		since_probe;
 	pthread_t		thread;
 	int			started;
 	pthread_mutex_t		mu;
@@ -131,13 +136,41 @@ publish(struct spool_io *io, struct op_list *done)
 }
 
 /*
- * New messages: files, one directory sync, events. A batch of at least
- * SPOOL_IO_SYNCFS_MIN messages is made durable with one syncfs() instead of
- * one fsync() per file: the files are written, the filesystem flushed, and
- * only then renamed into place (so a name never points to data that is not
- * on disk), and the directory is fsync'd once. Below that size the per-file
- * fsync is cheaper and does not flush other writers' data.
+ * New messages: files, one directory sync, events. A large batch can be
+ * made durable with one syncfs() instead of one fsync() per file: the files
+ * are written, the filesystem flushed, and only then renamed into place (so
+ * a name never points to data that is not on disk), and the directory is
+ * fsync'd once. syncfs() also flushes whatever else is dirty on that
+ * filesystem, so which way is cheaper depends on the neighbours: the thread
+ * keeps the recent cost per message of both ways, uses the cheaper one, and
+ * tries the other now and then. Small batches always fsync per file.
  */
+static int
+choose_syncfs(struct spool_io *io, size_t n)
+{
+	int cheaper;
+
+	if (n < SPOOL_IO_SYNCFS_MIN)
+		return 0;
+	if (io->cost_syncfs == 0 || io->cost_fsync == 0)
+		return io->cost_syncfs == 0;		/* try each way once */
+	cheaper = io->cost_syncfs <= io->cost_fsync;
+	if (++io->since_probe >= SPOOL_IO_PROBE_EVERY) {
+		io->since_probe = 0;
+		return !cheaper;
+	}
+	return cheaper;
+}
+
+static void
+cost_update(uint64_t *avg, uint64_t total_ns, size_t n)
+{
+	uint64_t sample = total_ns / (n > 0 ? n : 1);
+
+	*avg = *avg == 0 ? sample :
+	    (*avg * (SPOOL_IO_EWMA_WEIGHT - 1) + sample) / SPOOL_IO_EWMA_WEIGHT;
+}
+
 static void
 batch_creates(struct spool_io *io, struct op_list *ops, struct spool_io_stats *st)
 {
@@ -148,7 +181,7 @@ batch_creates(struct spool_io *io, struct op_list *ops, struct spool_io_stats *s
 
 	TAILQ_FOREACH(op, ops, entry)
 		n++;
-	defer = n >= SPOOL_IO_SYNCFS_MIN;
+	defer = choose_syncfs(io, n);
 	TAILQ_FOREACH(op, ops, entry) {
 		if (spool_write_temp(io->sp, op->id, op->text, op->textlen, op->body,
 		    defer ? SPOOL_DEFER_SYNC : 0) == -1)
@@ -178,7 +211,9 @@ batch_creates(struct spool_io *io, struct op_list *ops, struct spool_io_stats *s
 			written--;
 		}
 	}
-	st->ns_files += mono_ns() - t0;
+	t0 = mono_ns() - t0;
+	st->ns_files += t0;
+	cost_update(defer ? &io->cost_syncfs : &io->cost_fsync, t0, n);
 	if (written <= 0)
 		return;
 	st->dir_syncs++;

@@ -71,7 +71,7 @@ setup)
 	[ $# -ge 1 ] || die "setup: DIR missing"
 	dir=$1
 	shift
-	port= relay= ca= user= pass= profile=default conc=
+	port='' relay='' ca='' user='' pass='' profile=default conc=''
 	while [ $# -gt 0 ]; do
 		case $1 in
 		--port) port=$2; shift 2 ;;
@@ -84,8 +84,9 @@ setup)
 		*) die "setup: unknown option $1" ;;
 		esac
 	done
-	[ -n "$port" ] && [ -n "$relay" ] && [ -n "$ca" ] && [ -n "$user" ] && [ -n "$pass" ] ||
+	if [ -z "$port" ] || [ -z "$relay" ] || [ -z "$ca" ] || [ -z "$user" ] || [ -z "$pass" ]; then
 		die "setup: --port, --relay, --ca, --user and --password are required"
+	fi
 	case $profile in default|best) ;; *) die "setup: --profile default|best" ;; esac
 	command -v postfix > /dev/null || die "postfix is not installed (apt-get install postfix)"
 	getent passwd postfix > /dev/null || die "no postfix user (install the Debian package)"
@@ -218,6 +219,7 @@ stop)
 	if master_pid "$dir" > /dev/null; then
 		postfix -c "$dir/etc" abort > /dev/null 2>&1 || true
 		pids=$(instance_pids "$dir")
+		# shellcheck disable=SC2086 # one pid per word
 		[ -z "$pids" ] || kill -9 $pids 2>/dev/null || true
 	fi
 	;;

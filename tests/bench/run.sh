@@ -48,13 +48,15 @@ cleanup() {
 	status=$?
 	trap - EXIT INT TERM
 	for d in "$tmp"/postfix-*; do
-		[ -d "$d/etc" ] && "$root/tests/bench/postfix.sh" stop "$d" || true
+		if [ -d "$d/etc" ]; then
+			"$root/tests/bench/postfix.sh" stop "$d" || true
+		fi
 	done
 	for cg in /sys/fs/cgroup/cpuacct/smtpvault-bench-"$(basename "$tmp")"-*; do
 		[ -d "$cg" ] || continue
-		for pid in $(cat "$cg/cgroup.procs" 2>/dev/null); do
+		while read -r pid; do
 			echo "$pid" > /sys/fs/cgroup/cpuacct/cgroup.procs 2>/dev/null || true
-		done
+		done < "$cg/cgroup.procs"
 		rmdir "$cg" 2>/dev/null || true
 	done
 	rm -rf "$tmp"
