@@ -87,15 +87,6 @@ fail:
 	return -1;
 }
 
-static const char *const sandbox_network_denied[] = {
-	"execve", "execveat", "ptrace", "process_vm_readv", "process_vm_writev",
-	"bpf", "perf_event_open", "userfaultfd", "keyctl", "add_key", "request_key",
-	"mount", "umount2", "pivot_root", "chroot", "kexec_load", "kexec_file_load",
-	"init_module", "finit_module", "delete_module", "setns", "unshare",
-	"open_by_handle_at", "name_to_handle_at", "iopl", "ioperm", "swapon", "swapoff",
-	"reboot", "acct", "quotactl",
-};
-
 #if defined(__SANITIZE_ADDRESS__)
 #define SANDBOX_SANITIZER	1
 #elif defined(__has_feature)
@@ -106,6 +97,19 @@ static const char *const sandbox_network_denied[] = {
 #ifndef SANDBOX_SANITIZER
 #define SANDBOX_SANITIZER	0
 #endif
+
+static const char *const sandbox_network_denied[] = {
+	"execve", "execveat",
+#if !SANDBOX_SANITIZER
+	/* LeakSanitizer stops the threads with ptrace at exit. */
+	"ptrace", "process_vm_readv", "process_vm_writev",
+#endif
+	"bpf", "perf_event_open", "userfaultfd", "keyctl", "add_key", "request_key",
+	"mount", "umount2", "pivot_root", "chroot", "kexec_load", "kexec_file_load",
+	"init_module", "finit_module", "delete_module", "setns", "unshare",
+	"open_by_handle_at", "name_to_handle_at", "iopl", "ioperm", "swapon", "swapoff",
+	"reboot", "acct", "quotactl",
+};
 
 int
 sandbox_network(char *err, size_t errlen)

@@ -24,8 +24,9 @@ int	sandbox_keeper(char *err, size_t errlen);
  * programs (execve, execveat), no reading or writing other processes'
  * memory (ptrace, process_vm_readv, process_vm_writev), no new privileges
  * or kernel surfaces it never uses (bpf, perf_event_open, userfaultfd,
- * keyctl, mount, kexec, modules). Killed, except under ASan, whose leak
- * checker uses ptrace and whose reports run a symbolizer: EPERM there.
+ * keyctl, mount, kexec, modules). Killed, except under ASan, whose reports
+ * run a symbolizer (execve: EPERM there) and whose leak checker uses ptrace
+ * (allowed there).
  */
 int	sandbox_network(char *err, size_t errlen);
 
