@@ -1100,6 +1100,7 @@ size_t
 queue_list(struct queue *q, int (*cb)(void *, json_t *), void *arg)
 {
 	struct qmsg *m;
+	struct spool_state st;
 	const char *status, *reason;
 	time_t now = time(NULL);
 	json_t *o;
@@ -1110,7 +1111,11 @@ queue_list(struct queue *q, int (*cb)(void *, json_t *), void *arg)
 		    (m->state == QM_UPDATING && m->after == AFTER_GONE))
 			continue;
 		status = msg_status(m, now, &reason);
-		if ((o = spool_entry_json(&m->msg, &m->meta, &m->st, status, reason, now)) == NULL)
+		/* A held message goes when its account's hold ends, if not sooner. */
+		st = m->st;
+		if (reason != NULL && m->acct->hold_until > st.next_attempt)
+			st.next_attempt = m->acct->hold_until;
+		if ((o = spool_entry_json(&m->msg, &m->meta, &st, status, reason, now)) == NULL)
 			continue;
 		n++;
 		if (cb(arg, o) != 0)
