@@ -54,8 +54,12 @@ echo "==== stage 1: unit + integration (build/)"
 stage build "$here/run-all.sh" build
 
 echo "==== stage 2: unit + integration under ASan+UBSan (build-asan/)"
+# The sanitizer pass leaves out the files that test no C code of ours (the
+# install tree, the fake upstream, the browser page) or only privilege drops.
 stage asan env ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
-    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 "$here/run-all.sh" build-asan
+    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    SMTPVAULT_IT_IGNORE="test_install.py test_fakegmail.py test_admin_browser.py test_deploy.py" \
+    "$here/run-all.sh" build-asan
 
 echo "==== stage 3: unit tests under valgrind"
 stage valgrind env SMTPVAULT_UNIT_WRAPPER="valgrind -q --error-exitcode=1 --leak-check=full \

@@ -81,6 +81,13 @@
     return ts.replace("T", " ").replace(/\.\d+Z$|Z$/, "");
   }
 
+  function fmtSize(bytes) {
+    if (bytes === null || bytes === undefined) return "?";
+    if (bytes < 1024) return bytes + " B";
+    if (bytes < 1024 * 1024) return (bytes / 1024).toFixed(1) + " KiB";
+    return (bytes / 1048576).toFixed(1) + " MiB";
+  }
+
   function fmtAge(seconds) {
     const d = Math.floor(seconds / 86400);
     if (d >= 1) return d + (d === 1 ? " day" : " days");
@@ -171,6 +178,11 @@
       ? el("dd", {}, fmtTime(a.last_error.ts) + " (" + a.last_error.status + ")",
         el("pre", { class: "reply", text: a.last_error.upstream_reply || "(no reply text)" }))
       : el("dd", { text: "none" });
+    const hold = a.hold
+      ? [el("dt", { text: "On hold" }), el("dd", { class: "hold" }, a.hold.messages + " message" +
+          (a.hold.messages === 1 ? "" : "s") + " waiting",
+        el("pre", { class: "reply", text: a.hold.reason || "(no reason given)" }))]
+      : [];
     return el("article", { class: "card acct", "data-account": a.address },
       el("h2", {}, el("span", { text: a.address }),
         el("span", { class: "badge " + a.status, text: STATUS_TEXT[a.status] || a.status })),
@@ -182,6 +194,8 @@
         el("dt", { text: "Upstream" }), el("dd", { text: a.upstream + " (" + a.tls + "), " +
           a.upstream_sessions + " open session" + (a.upstream_sessions === 1 ? "" : "s") }),
         el("dt", { text: "Last delivery" }), el("dd", { text: fmtTime(a.last_delivery) }),
+        el("dt", { text: "Queued" }), el("dd", { text: String(a.queued || 0) }),
+        hold,
         el("dt", { text: "Last error" }), err));
   }
 
@@ -386,25 +400,36 @@
     loadQueue(true);
   }
 
+  function fmtRcpts(m) {
+    const shown = m.rcpts || [];
+    const more = (m.rcpt_count || shown.length) - shown.length;
+    return shown.join(", ") + (more > 0 ? " (+" + more + " more)" : "");
+  }
+
   async function loadQueue(keepFlash) {
     const r = await api("GET", "/queue");
     const body = $("queue-table").tBodies[0];
     clear(body);
     if (r.status !== 200) { flash(r.data.error || "cannot load the queue", true); return; }
     const msgs = r.data.messages || [];
+    const c = r.data.counts || {};
     $("queue-note").textContent = r.data.mode === "direct"
       ? "Delivery is direct: messages go upstream while the client waits and are never stored, so the queue stays empty."
-      : msgs.length + " message" + (msgs.length === 1 ? "" : "s") + " waiting.";
+      : r.data.depth + " message" + (r.data.depth === 1 ? "" : "s") + " waiting (" + (c.active || 0) +
+        " active, " + (c.deferred || 0) + " deferred, " + (c.held || 0) + " held), " + (c.failed || 0) +
+        " failed." + (r.data.truncated ? " Showing the oldest " + msgs.length + "." : "");
     for (const m of msgs) {
-      const id = m.id || m.queue_id;
-      const rc = Array.isArray(m.rcpt_to) ? m.rcpt_to.join(", ") : (m.rcpt_to || "");
-      body.append(el("tr", {},
-        el("td", { class: "nowrap", text: id }), el("td", { text: m.account || "" }),
-        el("td", { text: m.mail_from === "" ? "<>" : (m.mail_from || "") }), el("td", { text: rc }),
-        el("td", { class: "status-" + (m.status || ""), text: m.status || "" }),
+      const id = m.id;
+      const why = [m.hold_reason, m.last_reply].filter((x) => x).join("\n") ||
+        (m.status === "active" ? "(sending or due now)" : "");
+      body.append(el("tr", { "data-id": id },
+        el("td", { class: "nowrap", title: fmtSize(m.size) + ", received " + fmtTime(m.received), text: id }),
+        el("td", { text: m.account || "" }),
+        el("td", { text: m.from === "" ? "<>" : (m.from || "") }), el("td", { text: fmtRcpts(m) }),
+        el("td", { class: "nowrap status-" + (m.status || ""), text: m.status || "" }),
         el("td", { text: String(m.attempts ?? "") }),
-        el("td", { class: "nowrap", text: fmtTime(m.next_attempt) }),
-        el("td", {}, el("pre", { class: "reply", text: m.reason || m.upstream_reply || "" })),
+        el("td", { class: "nowrap", text: m.status === "failed" ? "— (failed)" : fmtTime(m.next_attempt) }),
+        el("td", {}, el("pre", { class: "reply", text: why })),
         el("td", { class: "nowrap" },
           el("button", { type: "button", class: "small", onclick: () => queueAction(id, "retry"), text: "Retry" }), " ",
           el("button", { type: "button", class: "small danger", onclick: () => queueAction(id, "delete"), text: "Delete" }))));

@@ -1297,15 +1297,27 @@ test_admin_users(void **state)
 
 	assert_int_equal(vault_admin_verify(v, "alice.admin@example-1_x", pw,
 	    sizeof(pw) - 1), 0);
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	assert_int_equal(vault_admin_verify(v, "alice.admin@example-1_x",
-	    (const unsigned char *)"wrong", 5), -1);
-	known = elapsed(&t0);
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	assert_int_equal(vault_admin_verify(v, "mallory", pw, sizeof(pw) - 1), -1);
-	unknown = elapsed(&t0);
-	/* An unknown name costs a full hash too: no user enumeration by timing. */
-	assert_true(unknown > known / 2);
+	/*
+	 * An unknown name costs a full hash too: no user enumeration by timing.
+	 * The fastest of three runs each, so that a busy machine does not make
+	 * one sample look slow; a skipped hash would take microseconds, not a
+	 * quarter of an Argon2id run.
+	 */
+	known = unknown = 0;
+	for (i = 0; i < 3; i++) {
+		double k, u;
+
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		assert_int_equal(vault_admin_verify(v, "alice.admin@example-1_x",
+		    (const unsigned char *)"wrong", 5), -1);
+		k = elapsed(&t0);
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		assert_int_equal(vault_admin_verify(v, "mallory", pw, sizeof(pw) - 1), -1);
+		u = elapsed(&t0);
+		known = i == 0 || k < known ? k : known;
+		unknown = i == 0 || u < unknown ? u : unknown;
+	}
+	assert_true(unknown > known / 4);
 	assert_int_equal(vault_admin_verify(v, "alice.admin@example-1_x", NULL, 0), -1);
 
 	assert_int_equal(vault_admin_remove(v, "mallory", err, sizeof(err)), -1);
