@@ -663,7 +663,7 @@ account_json(struct admin_server *srv, const struct cred_account_view *v,
 	struct upstream_pool_stats st;
 	json_t *o, *aliases, *versions, *err = json_null(), *hold = json_null();
 	char created[API_TIME_MAX], rotated[API_TIME_MAX], t[API_TIME_MAX];
-	char up[VAULT_HOST_MAX + 16];
+	char up[VAULT_HOST_MAX + 16], text[ADMIN_UPSTREAM_TEXT_MAX];
 	size_t i;
 	int tls;
 
@@ -688,9 +688,11 @@ account_json(struct admin_server *srv, const struct cred_account_view *v,
 	tls = v->info.upstream_tls >= 0 ? v->info.upstream_tls : (int)srv->cfg->upstream_tls;
 	if (u != NULL && u->last_error[0] != '\0')
 		err = json_pack("{s:s, s:s, s:s}", "ts", u->last_error, "status",
-		    u->last_error_status, "upstream_reply", u->last_error_reply);
+		    u->last_error_status, "upstream_reply",
+		    admin_reply_text(u->last_error_reply, text, sizeof(text)));
 	if (qa != NULL && qa->held > 0)
-		hold = json_pack("{s:s, s:I}", "reason", qa->hold_reason,
+		hold = json_pack("{s:s, s:I}", "reason",
+		    admin_reply_text(qa->hold_reason, text, sizeof(text)),
 		    "messages", (json_int_t)qa->held);
 	o = json_pack("{s:s, s:o, s:I, s:o, s:s, s:s, s:I, s:b, s:I, s:I, s:s, s:s, s:s, s:s}",
 	    "address", v->info.address, "aliases", aliases,
@@ -848,7 +850,7 @@ change_apply(struct change *ch, const char *upstream_reply)
 {
 	struct admin_req *r = ch->r;
 	enum cred_admin_result rc;
-	char err[512];
+	char err[512], text[ADMIN_UPSTREAM_TEXT_MAX];
 	uint32_t version = 1;
 
 	if (ch->add)
@@ -866,7 +868,7 @@ change_apply(struct change *ch, const char *upstream_reply)
 	    ch->add ? "add" : "rotate", ch->address, version, ch->by, r->ip);
 	admin_reply_json(r, ch->add ? 201 : 200, json_pack("{s:s, s:I, s:b, s:s?}",
 	    "address", ch->address, "version", (json_int_t)version, "verified", ch->verified,
-	    "upstream_reply", upstream_reply));
+	    "upstream_reply", admin_reply_text(upstream_reply, text, sizeof(text))));
 }
 
 static void
@@ -874,7 +876,7 @@ change_verified(void *arg, int ok, int refused, const char *reply)
 {
 	struct change *ch = arg;
 	struct admin_req *r = ch->r;
-	char esc[512];
+	char esc[512], text[ADMIN_UPSTREAM_TEXT_MAX];
 
 	ch->verify = NULL;	/* freed by admin_verify.c after this returns */
 	if (!ok) {
@@ -884,7 +886,8 @@ change_verified(void *arg, int ok, int refused, const char *reply)
 		admin_reply_json(r, refused ? 422 : 502, json_pack("{s:s, s:s}", "error",
 		    refused ? "the upstream refused this App Password; nothing was stored" :
 		    "the App Password could not be verified (upstream unreachable or TLS "
-		    "failed); nothing was stored", "upstream_reply", reply));
+		    "failed); nothing was stored", "upstream_reply",
+		    admin_reply_text(reply, text, sizeof(text))));
 	} else {
 		ch->verified = 1;
 		change_apply(ch, reply);

@@ -46,6 +46,8 @@
 #define ADMIN_DAY		86400
 #define ADMIN_FILTER_MAX	VAULT_ADDR_MAX	/* one audit filter value */
 #define ADMIN_QUEUE_ID_MAX	64
+#define ADMIN_ERROR_MAX		1024		/* the "error" text of a reply */
+#define ADMIN_UPSTREAM_TEXT_MAX	2048		/* upstream text in a reply, once escaped */
 
 #define ADMIN_COOKIE_NAME	"smtpvault_session"
 #define ADMIN_COOKIE_NAME_TLS	"__Host-smtpvault_session"
@@ -245,6 +247,13 @@ void	admin_reply_error(struct admin_req *r, int status, const char *fmt, ...)
 void	admin_reply_buf(struct admin_req *r, int status, const char *ctype, int api,
 	    char *body, size_t len);					/* steals body */
 void	admin_reply_header(struct admin_req *r, const char *name, const char *value);
+/*
+ * s as text for a JSON reply: s itself when it is UTF-8, else s with every
+ * byte outside printable ASCII as \xNN in buf (log_escape()). For text from
+ * outside (client input quoted in an error, an upstream's reply), which
+ * json_pack() refuses when it is not UTF-8. NULL stays NULL.
+ */
+const char *admin_reply_text(const char *s, char *buf, size_t buflen);
 /* A request header, or NULL. */
 const char *admin_req_header(struct admin_req *r, const char *name);
 /* Suspend r until admin_req_resume(); cancel runs instead when the server

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
 #include "util.h"
 
 void
@@ -42,16 +43,37 @@ admin_reply_json(struct admin_req *r, int status, json_t *obj)
 	admin_reply_buf(r, status, "application/json", 1, s, strlen(s));
 }
 
+const char *
+admin_reply_text(const char *s, char *buf, size_t buflen)
+{
+	json_t *j;
+
+	if (s == NULL)
+		return NULL;
+	/* jansson decides what a JSON string may hold: ask it. */
+	if ((j = json_string(s)) != NULL) {
+		json_decref(j);
+		return s;
+	}
+	return log_escape(buf, buflen, s, strlen(s));
+}
+
 void
 admin_reply_error(struct admin_req *r, int status, const char *fmt, ...)
 {
-	char msg[1024];
+	char msg[ADMIN_ERROR_MAX], esc[4 * ADMIN_ERROR_MAX];
 	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	admin_reply_json(r, status, json_pack("{s:s}", "error", msg));
+	/*
+	 * msg may quote client text (a JSON key, a path segment) that is not
+	 * UTF-8, or was cut inside a UTF-8 sequence; json_pack() would refuse
+	 * it and the client would get 500 "out of memory" instead of this.
+	 */
+	admin_reply_json(r, status, json_pack("{s:s}", "error",
+	    admin_reply_text(msg, esc, sizeof(esc))));
 }
 
 void

@@ -35,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -220,10 +221,35 @@ req_body_add(struct admin_req *r, const char *data, size_t len)
 	}
 }
 
+/* The headers that say where a body ends, as req_precheck() counts them. */
+struct req_framing {
+	unsigned	content_length;
+	unsigned	transfer_encoding;
+	int		chunked;	/* the last Transfer-Encoding is exactly "chunked" */
+	int		blank_in_name;	/* "Content-Length : 5" */
+};
+
+static enum MHD_Result
+req_framing_count(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	struct req_framing *f = cls;
+
+	if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+		f->content_length++;
+	} else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+		f->transfer_encoding++;
+		f->chunked = value != NULL && strcasecmp(value, "chunked") == 0;
+	}
+	if (strpbrk(key, " \t") != NULL)
+		f->blank_in_name = 1;
+	return MHD_YES;
+}
+
 /* Refusals decided from the request line and headers alone. */
 static int
 req_precheck(struct admin_req *r, const char *method)
 {
+	struct req_framing f;
 	const char *cl;
 	uint64_t n;
 
@@ -233,6 +259,24 @@ req_precheck(struct admin_req *r, const char *method)
 	}
 	if (strlen(r->uri) > ADMIN_URI_MAX) {
 		admin_reply_error(r, 414, "request target longer than %d bytes", ADMIN_URI_MAX);
+		return -1;
+	}
+	/*
+	 * Where the body ends must be beyond doubt (RFC 9112 5.1, 6.1, 6.3).
+	 * libmicrohttpd 0.9.75 reads the first of two Content-Length headers,
+	 * prefers chunked to a Content-Length without closing the connection
+	 * and keeps "Content-Length : 5" as some other header; a proxy in front
+	 * that read the request otherwise would have the rest taken here for a
+	 * second request (request smuggling). Refused, and the connection
+	 * closed.
+	 */
+	memset(&f, 0, sizeof(f));
+	MHD_get_connection_values(r->conn, MHD_HEADER_KIND, req_framing_count, &f);
+	if (f.content_length > 1 || f.transfer_encoding > 1 || f.blank_in_name ||
+	    (f.transfer_encoding == 1 && (f.content_length > 0 || !f.chunked))) {
+		admin_reply_error(r, 400, "ambiguous request framing (Content-Length, "
+		    "Transfer-Encoding)");
+		admin_reply_header(r, "Connection", "close");
 		return -1;
 	}
 	if ((cl = admin_req_header(r, "Content-Length")) != NULL &&

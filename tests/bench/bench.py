@@ -1218,6 +1218,9 @@ class Report:
                         "and CPU-per-message changes measured with and without polling are "
                         "shown too, but they swing by more than 2 % between adjacent runs "
                         "on a shared 2-CPU machine.")
+        foot.append(f"- Every process of the benchmark (both systems, the sink, the load "
+                    f"generators) ran at nice {os.nice(0)}, the same for all, so that other "
+                    "users of a shared machine disturb the runs less.")
         foot += [
             "- CPU time: cpuacct cgroup of each system (all processes of the Postfix "
             "instance: master, smtpd, cleanup, qmgr, smtp, tlsproxy, ...; the smtpvault "

@@ -34,7 +34,7 @@ FUZZ_CFLAGS   ?= -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Wno-unused-paramet
 FUZZ_LIBS     := $(shell pkg-config --libs $(FUZZ_PKGS) 2>/dev/null)
 
 FUZZ_HARNESSES := smtp_parse smtp_path smtp_data smtp_reply config msg_header \
-                  vault_payload vault_file
+                  vault_payload vault_file admin_json admin_query admin_request
 FUZZ_TARGETS  ?= $(FUZZ_HARNESSES)
 
 # The objects each harness needs (sources without .c).
@@ -48,8 +48,14 @@ FUZZ_OBJS_config        := proxy/config proxy/util
 FUZZ_OBJS_msg_header    := proxy/msg_header
 FUZZ_OBJS_vault_payload := $(FUZZ_VAULT)
 FUZZ_OBJS_vault_file    := $(FUZZ_VAULT)
+# The admin routes on the fake server of fuzz_admin.h (no libmicrohttpd).
+FUZZ_ADMIN := admin/admin_api admin/admin_reply admin/admin_util admin/admin_session \
+              proxy/util proxy/log vault/vault_secret tests/fuzz/fuzz_admin_fake
+FUZZ_OBJS_admin_json    := $(FUZZ_ADMIN)
+FUZZ_OBJS_admin_query   := $(FUZZ_ADMIN)
+FUZZ_OBJS_admin_request := $(FUZZ_ADMIN)
 
-FUZZ_HDRS := $(wildcard vault/*.h proxy/*.h $(FUZZ_DIR)/*.h)
+FUZZ_HDRS := $(wildcard vault/*.h proxy/*.h admin/*.h $(FUZZ_DIR)/*.h)
 FUZZ_BINS := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
 
 .PHONY: fuzz fuzz-build fuzz-check-cc fuzz-regress fuzz-seeds fuzz-clean
