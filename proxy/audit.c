@@ -431,7 +431,48 @@ struct audit {
 	dev_t		dev;		/* the file fd had at the last append */
 	ino_t		ino;
 	off_t		seen_size;	/* its size after that append; -1: unknown */
+	audit_forward_fn *forward;	/* set: a forwarder, no file of its own */
+	audit_reopen_fn	*forward_reopen;
+	void		(*forward_release)(void *);
+	void		*forward_arg;
 };
+
+struct audit *
+audit_forwarder(audit_forward_fn *forward, audit_reopen_fn *reopen,
+    void (*release)(void *arg), void *arg)
+{
+	struct audit *a;
+
+	if ((a = calloc(1, sizeof(*a))) == NULL)
+		return NULL;
+	a->fd = a->head_fd = -1;
+	a->seen_size = -1;
+	strlcpy(a->head, GENESIS_HEX, sizeof(a->head));
+	a->forward = forward;
+	a->forward_reopen = reopen;
+	a->forward_release = release;
+	a->forward_arg = arg;
+	return a;
+}
+
+static int
+audit_forward(struct audit *a, json_t *event, char *err, size_t errlen)
+{
+	char *s;
+	int rc;
+
+	if (!json_is_string(json_object_get(event, "event"))) {
+		snprintf(err, errlen, "audit: event without a name");
+		return -1;
+	}
+	if ((s = json_dumps(event, JSON_COMPACT)) == NULL) {
+		snprintf(err, errlen, "audit: out of memory");
+		return -1;
+	}
+	rc = a->forward(a->forward_arg, s, strlen(s), err, errlen);
+	free(s);
+	return rc;
+}
 
 static int
 lock_fd(int fd, int op)
@@ -556,6 +597,8 @@ audit_close(struct audit *a)
 {
 	if (a == NULL)
 		return;
+	if (a->forward_release != NULL)
+		a->forward_release(a->forward_arg);
 	if (a->head_fd != -1) {
 		(void)fsync(a->head_fd);
 		close(a->head_fd);
@@ -576,6 +619,8 @@ audit_head(const struct audit *a)
 int
 audit_reopen(struct audit *a, char *err, size_t errlen)
 {
+	if (a->forward != NULL)
+		return a->forward_reopen(a->forward_arg, err, errlen);
 	/* The old descriptor stays in use if the new open fails. */
 	if (open_log(a, err, errlen) == -1)
 		return -1;
@@ -757,6 +802,8 @@ audit_append(struct audit *a, json_t *event, char *err, size_t errlen)
 	off_t size = 0;
 	int rc = -1, saved;
 
+	if (a->forward != NULL)
+		return audit_forward(a, event, err, errlen);
 	if (lock_fd(a->head_fd, LOCK_EX) == -1) {
 		snprintf(err, errlen, "cannot lock %s: %s", a->head_path, strerror(errno));
 		return -1;

@@ -173,6 +173,18 @@ struct audit *audit_open(const char *path, const unsigned char key[AUDIT_KEY_BYT
 int	audit_append(struct audit *a, json_t *event, char *err, size_t errlen)
 	    __attribute__((warn_unused_result));
 
+/*
+ * A writer that owns no file: each append hands the event, as one compact
+ * JSON text, to forward() (the keeper, which owns the log and its key), and
+ * audit_reopen() calls reopen(). Both return 0 or -1 with err.
+ */
+typedef int audit_forward_fn(void *arg, const char *json, size_t len, char *err,
+	    size_t errlen);
+typedef int audit_reopen_fn(void *arg, char *err, size_t errlen);
+/* release (may be NULL) is called with arg by audit_close(). */
+struct audit *audit_forwarder(audit_forward_fn *forward, audit_reopen_fn *reopen,
+	    void (*release)(void *arg), void *arg);
+
 /* Reopen the path (SIGHUP after logrotate). Appends also notice a renamed or
  * removed file by themselves, so this is an optimisation, not a duty. */
 int	audit_reopen(struct audit *a, char *err, size_t errlen);

@@ -16,6 +16,8 @@
 #include <sodium.h>
 
 #include "audit.h"
+#include "credential_client.h"
+#include "keeper.h"
 #include "log.h"
 #include "metrics.h"
 #include "util.h"
@@ -34,7 +36,53 @@ struct credstore {
 	struct audit	*audit;
 	int		reload_failed;		/* the last reload failed */
 	char		reload_error[256];
+	struct credclient *remote;		/* set: the keeper answers */
 };
+
+struct credstore *
+credstore_connect(int fd)
+{
+	struct credstore *cs;
+
+	if ((cs = calloc(1, sizeof(*cs))) == NULL)
+		return NULL;
+	if ((cs->remote = credclient_new(fd)) == NULL) {
+		free(cs);
+		return NULL;
+	}
+	return cs;
+}
+
+struct audit *
+credstore_audit_forwarder(struct credstore *cs)
+{
+	if (cs->remote == NULL)
+		return NULL;
+	return audit_forwarder(credclient_audit_append, credclient_audit_reopen, NULL,
+	    cs->remote);
+}
+
+static void
+credstore_audit_release(void *arg)
+{
+	credclient_free(arg);
+}
+
+struct audit *
+credstore_audit_channel(int fd)
+{
+	struct credclient *cc;
+	struct audit *a;
+
+	if ((cc = credclient_new(fd)) == NULL)
+		return NULL;
+	if ((a = audit_forwarder(credclient_audit_append, credclient_audit_reopen,
+	    credstore_audit_release, cc)) == NULL) {
+		credclient_free(cc);
+		return NULL;
+	}
+	return a;
+}
 
 struct credstore *
 credstore_new(struct vault *v)
@@ -52,6 +100,7 @@ credstore_free(struct credstore *cs)
 {
 	if (cs == NULL)
 		return;
+	credclient_free(cs->remote);
 	vault_close(cs->vault);
 	free(cs);
 }
@@ -61,6 +110,8 @@ credstore_resolve(struct credstore *cs, const char *addr, char *account, size_t 
 {
 	const struct vault_account *a;
 
+	if (cs->remote != NULL)
+		return credclient_resolve(cs->remote, addr, account, len);
 	if ((a = vault_account_find(cs->vault, addr)) == NULL)
 		return CRED_PERMFAIL;
 	if (strlcpy(account, a->address, len) >= len)
@@ -73,6 +124,8 @@ credstore_info(struct credstore *cs, const char *account, struct cred_info *out)
 {
 	const struct vault_account *a;
 
+	if (cs->remote != NULL)
+		return credclient_info(cs->remote, account, out);
 	if ((a = vault_account_find(cs->vault, account)) == NULL)
 		return CRED_PERMFAIL;
 	memset(out, 0, sizeof(*out));
@@ -93,6 +146,8 @@ credstore_fetch(struct credstore *cs, const char *account, struct cred *out)
 	const struct vault_account *a;
 	const struct vault_credential *c;
 
+	if (cs->remote != NULL)
+		return credclient_fetch(cs->remote, account, out);
 	memset(out, 0, sizeof(*out));
 	if ((a = vault_account_find(cs->vault, account)) == NULL)
 		return CRED_PERMFAIL;
@@ -148,16 +203,30 @@ void
 credstore_report_auth(struct credstore *cs, const char *account, uint32_t version,
     int ok, const char *reply)
 {
-	const struct vault_account *a;
-	char err[512], esc[512];
-	enum vault_status want = ok ? VAULT_STATUS_OK : VAULT_STATUS_AUTH_FAILED;
-	json_t *ev;
+	char esc[512];
 
+	/* Logged and counted where the relay runs (its metrics); recorded
+	 * where the vault is. */
 	if (!ok) {
 		log_err("event=auth_failed account=%s version=%u reply=\"%s\"",
 		    account, version, log_escape(esc, sizeof(esc), reply, strlen(reply)));
 		metrics_auth_failure(account);
 	}
+	if (cs->remote != NULL)
+		credclient_report_auth(cs->remote, account, version, ok, reply);
+	else
+		credstore_record_auth(cs, account, version, ok, reply);
+}
+
+void
+credstore_record_auth(struct credstore *cs, const char *account, uint32_t version,
+    int ok, const char *reply)
+{
+	const struct vault_account *a;
+	char err[512];
+	enum vault_status want = ok ? VAULT_STATUS_OK : VAULT_STATUS_AUTH_FAILED;
+	json_t *ev;
+
 	if ((a = vault_account_find(cs->vault, account)) == NULL)
 		return;
 	/* Only the current version's result says anything about the account. */
@@ -181,6 +250,9 @@ credstore_maybe_reload(struct credstore *cs)
 {
 	char err[512];
 
+	/* The keeper polls the file itself. */
+	if (cs->remote != NULL)
+		return 0;
 	if (!vault_changed_on_disk(cs->vault))
 		return 0;
 	if (vault_reload(cs->vault, err, sizeof(err)) == -1) {
@@ -198,12 +270,17 @@ credstore_maybe_reload(struct credstore *cs)
 int
 credstore_audit_key(struct credstore *cs, unsigned char out[VAULT_KEY_BYTES])
 {
+	/* The audit key never leaves the keeper. */
+	if (cs->remote != NULL)
+		return -1;
 	return vault_derive_audit_key(cs->vault, out);
 }
 
 int
 credstore_healthy(struct credstore *cs, char *err, size_t errlen)
 {
+	if (cs->remote != NULL)
+		return credclient_healthy(cs->remote, err, errlen);
 	if (!cs->reload_failed)
 		return 0;
 	strlcpy(err, cs->reload_error, errlen);
@@ -215,6 +292,8 @@ credstore_healthy(struct credstore *cs, char *err, size_t errlen)
 size_t
 credstore_account_count(struct credstore *cs)
 {
+	if (cs->remote != NULL)
+		return credclient_account_count(cs->remote);
 	return vault_account_count(cs->vault);
 }
 
@@ -224,6 +303,8 @@ credstore_account_view(struct credstore *cs, size_t i, struct cred_account_view 
 	const struct vault_account *a;
 	size_t j;
 
+	if (cs->remote != NULL)
+		return credclient_account_view(cs->remote, i, out);
 	if ((a = vault_account_at(cs->vault, i)) == NULL)
 		return -1;
 	memset(out, 0, sizeof(*out));
@@ -289,6 +370,8 @@ credstore_account_add(struct credstore *cs, const struct vault_account *tmpl,
 {
 	size_t i;
 
+	if (cs->remote != NULL)
+		return credclient_account_add(cs->remote, tmpl, secret, by, ip, err, errlen);
 	if (vault_begin_update(cs->vault, err, errlen) == -1)
 		return CRED_ADMIN_UNAVAILABLE;
 	if (vault_account_find(cs->vault, tmpl->address) != NULL) {
@@ -341,6 +424,9 @@ credstore_account_rotate(struct credstore *cs, const char *addr,
 	char primary[VAULT_ADDR_MAX];
 	enum cred_admin_result rc;
 
+	if (cs->remote != NULL)
+		return credclient_account_rotate(cs->remote, addr, secret, by, ip, version, err,
+		    errlen);
 	if ((rc = credstore_begin_account(cs, addr, primary, sizeof(primary), err,
 	    errlen)) != CRED_ADMIN_OK)
 		return rc;
@@ -360,6 +446,9 @@ credstore_account_rollback(struct credstore *cs, const char *addr, const char *b
 	char primary[VAULT_ADDR_MAX];
 	enum cred_admin_result rc;
 
+	if (cs->remote != NULL)
+		return credclient_account_change(cs->remote, KEEPER_ROLLBACK, addr, by, ip,
+		    version, err, errlen);
 	if ((rc = credstore_begin_account(cs, addr, primary, sizeof(primary), err,
 	    errlen)) != CRED_ADMIN_OK)
 		return rc;
@@ -381,6 +470,9 @@ credstore_account_remove(struct credstore *cs, const char *addr, const char *by,
 	enum cred_admin_result rc;
 	uint32_t version;
 
+	if (cs->remote != NULL)
+		return credclient_account_change(cs->remote, KEEPER_REMOVE, addr, by, ip, NULL,
+		    err, errlen);
 	if ((rc = credstore_begin_account(cs, addr, primary, sizeof(primary), err,
 	    errlen)) != CRED_ADMIN_OK)
 		return rc;
@@ -401,6 +493,10 @@ credstore_admin_check_prepare(struct credstore *cs, const char *name,
 	const struct vault_admin *ad;
 	size_t i;
 
+	if (cs->remote != NULL) {
+		credclient_admin_check_prepare(cs->remote, name, chk);
+		return;
+	}
 	strlcpy(chk->name, name, sizeof(chk->name));
 	strlcpy(chk->hash, cred_dummy_admin_hash, sizeof(chk->hash));
 	chk->exists = 0;
@@ -449,6 +545,8 @@ credstore_admin_audit(struct credstore *cs, int action, const char *user, const 
 	json_t *ev;
 	int rc = -1;
 
+	if (cs->remote != NULL)
+		return credclient_admin_audit(cs->remote, action, user, ip, reason, err, errlen);
 	if (cs->audit == NULL) {
 		snprintf(err, errlen, "no audit log");
 		return -1;

@@ -40,6 +40,17 @@ struct audit;
 
 /* Takes ownership of v (opened read-only, or for_update == 0). */
 struct credstore *credstore_new(struct vault *v);
+/* A client of the vault keeper over the IPC channel fd (taken over):
+ * the same answers, but the vault, its key and the audit key stay in the
+ * keeper (keeper.h). */
+struct credstore *credstore_connect(int fd);
+/* For a connected store: an audit writer whose appends the keeper makes;
+ * NULL otherwise. */
+struct audit *credstore_audit_forwarder(struct credstore *cs);
+/* An audit writer with a keeper channel of its own (fd, taken over), for
+ * another thread: the queue's I/O thread. The channel may only append and
+ * reopen. */
+struct audit *credstore_audit_channel(int fd);
 void	credstore_free(struct credstore *cs);
 
 /* Map an address or alias to its account's primary address. */
@@ -55,6 +66,10 @@ void	cred_wipe(struct cred *c);
 /* The upstream refused (or accepted) this credential version: flag the
  * account for the operator, or clear the flag. */
 void	credstore_report_auth(struct credstore *cs, const char *account,
+	    uint32_t version, int ok, const char *reply);
+
+/* The vault and audit half of credstore_report_auth() (the keeper's). */
+void	credstore_record_auth(struct credstore *cs, const char *account,
 	    uint32_t version, int ok, const char *reply);
 
 /* Pick up changes written by the CLI. Returns 1 if reloaded, 0 if unchanged,

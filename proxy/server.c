@@ -1,10 +1,15 @@
 /*
- * server.c: "smtpvault serve": unlock the vault, start the SMTP front end
- * and the relay on one libevent loop, and run until SIGTERM / SIGINT (drain:
- * stop listening, finish what is in flight, exit 0). SIGHUP reloads the
- * configuration; a changed vault file is picked up by a 1-second timer.
+ * server.c: "smtpvault serve": fork the vault keeper (keeper.c), which
+ * alone unlocks the vault and writes the audit log, then start the SMTP
+ * front end, the relay and the admin server on one libevent loop as its
+ * client, and run until SIGTERM / SIGINT (drain: stop listening, finish what
+ * is in flight, exit 0). SIGHUP reloads the configuration; the keeper picks
+ * up a changed vault file by itself. A keeper that dies ends the daemon.
  */
+#include <errno.h>
 #include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,9 +23,11 @@
 #include "cli.h"
 #include "credential.h"
 #include "fsperm.h"
+#include "keeper.h"
 #include "log.h"
 #include "privdrop.h"
 #include "relay.h"
+#include "sandbox.h"
 #include "sdnotify.h"
 #include "smtp_session.h"
 
@@ -49,7 +56,9 @@ struct server {
 	struct relay		*relay;
 	struct smtp_server	*smtp;
 	struct admin_server	*admin;
-	struct event		*ev_term, *ev_int, *ev_hup, *ev_vault, *ev_deadline;
+	struct event		*ev_term, *ev_int, *ev_hup, *ev_vault, *ev_deadline, *ev_chld;
+	pid_t			 keeper_pid;
+	int			 child_died;
 	struct sdnotify		*sd;		/* systemd: READY, RELOADING, STOPPING, watchdog */
 	int			 draining;
 };
@@ -177,32 +186,43 @@ server_on_vault_timer(evutil_socket_t fd, short what, void *arg)
 	(void)credstore_maybe_reload(s->cs);
 }
 
-/* The audit log is required: nothing is relayed unrecorded. */
-static int
-server_open_audit(struct server *s)
+/* A child that exits ends the daemon: nothing restarts silently; systemd
+ * (Restart=on-failure) starts the whole daemon again. */
+static void
+server_on_chld(evutil_socket_t sig, short what, void *arg)
 {
-	unsigned char key[VAULT_KEY_BYTES];
-	char err[1024];
+	struct server *s = arg;
+	pid_t pid;
+	int st;
 
-	if (credstore_audit_key(s->cs, key) == -1) {
-		log_err("event=start error=\"cannot derive the audit key\"");
-		return -1;
+	while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+		if (pid != s->keeper_pid)
+			continue;
+		s->keeper_pid = 0;
+		s->child_died = 1;
+		if (WIFSIGNALED(st))
+			log_err("event=child_exited process=keeper signal=%d action=exit",
+			    WTERMSIG(st));
+		else
+			log_err("event=child_exited process=keeper status=%d action=exit",
+			    WEXITSTATUS(st));
+		event_base_loopexit(s->base, NULL);
 	}
-	s->audit = audit_open(s->cfg->audit_path, key, err, sizeof(err));
-	/* delivery = queue appends from its I/O thread: a handle of its own
-	 * (several handles serialise on the log's lock, like processes). */
-	if (s->audit != NULL && s->cfg->delivery == DELIVERY_QUEUE &&
-	    (s->queue_audit = audit_open(s->cfg->audit_path, key, err, sizeof(err))) == NULL) {
-		audit_close(s->audit);
-		s->audit = NULL;
+}
+
+/* Close the keeper's channel (it exits on EOF) and reap it. */
+static void
+server_stop_keeper(struct server *s)
+{
+	int st;
+
+	credstore_free(s->cs);
+	s->cs = NULL;
+	if (s->keeper_pid > 0) {
+		while (waitpid(s->keeper_pid, &st, 0) == -1 && errno == EINTR)
+			;
+		s->keeper_pid = 0;
 	}
-	sodium_memzero(key, sizeof(key));
-	if (s->audit == NULL) {
-		log_err("event=start error=\"%s\"", err);
-		return -1;
-	}
-	credstore_set_audit(s->cs, s->audit);
-	return 0;
 }
 
 static int
@@ -224,7 +244,8 @@ cmd_serve(struct cli *cli, int argc, char **argv)
 	struct timeval poll = { VAULT_POLL_SECONDS, 0 };
 	struct privdrop pd;
 	char err[1024], who[PRIVDROP_NAME_MAX];
-	int i, check = 0, rc;
+	int i, check = 0, rc, kfd[KEEPER_CHANNELS] = { -1, -1 };
+	pid_t kpid = 0;
 
 	for (i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--check") == 0) {
@@ -248,18 +269,27 @@ cmd_serve(struct cli *cli, int argc, char **argv)
 		cli_error("%s", err);
 		return EXIT_USAGE;
 	}
-	if ((rc = server_open_vault(cli, &v)) != EXIT_OK)
-		return rc;
 	if (check) {
+		if ((rc = server_open_vault(cli, &v)) != EXIT_OK)
+			return rc;
 		vault_close(v);
 		printf("configuration OK\n");
 		return EXIT_OK;
 	}
+	/* The keeper unlocks the vault; this process never sees its key. It is
+	 * forked before any listener exists, so it holds no network socket. */
+	if ((rc = keeper_start(cli, &pd, cli_open_vault, &kpid, kfd)) != EXIT_OK)
+		return rc;
 
 	memset(&s, 0, sizeof(s));
 	s.cli = cli;
-	if ((s.cfg = calloc(1, sizeof(*s.cfg))) == NULL) {
-		vault_close(v);
+	s.keeper_pid = kpid;
+	if ((s.cs = credstore_connect(kfd[KEEPER_CH_DAEMON])) == NULL ||
+	    (s.cfg = calloc(1, sizeof(*s.cfg))) == NULL) {
+		if (s.cs == NULL)
+			close(kfd[KEEPER_CH_DAEMON]);
+		close(kfd[KEEPER_CH_AUDIT]);
+		server_stop_keeper(&s);
 		cli_error("out of memory");
 		return EXIT_FAILED;
 	}
@@ -275,13 +305,27 @@ cmd_serve(struct cli *cli, int argc, char **argv)
 		log_err("event=start error=\"cannot create the event loop\"");
 		goto done;
 	}
-	if ((s.cs = credstore_new(v)) == NULL) {
-		vault_close(v);
+	/* The audit log is required: nothing is relayed unrecorded. Its one
+	 * writer is the keeper; this forwarder hands it the events. */
+	if ((s.audit = credstore_audit_forwarder(s.cs)) == NULL) {
+		close(kfd[KEEPER_CH_AUDIT]);
 		log_err("event=start error=\"out of memory\"");
 		goto done;
 	}
-	if (server_open_audit(&s) == -1)
+	/* delivery = queue appends from its I/O thread: a channel of its own
+	 * (the keeper serialises the two); direct mode does not need it. */
+	if (s.cfg->delivery != DELIVERY_QUEUE) {
+		close(kfd[KEEPER_CH_AUDIT]);
+	} else if ((s.queue_audit = credstore_audit_channel(kfd[KEEPER_CH_AUDIT])) == NULL) {
+		close(kfd[KEEPER_CH_AUDIT]);
+		log_err("event=start error=\"out of memory\"");
 		goto done;
+	}
+	s.ev_chld = evsignal_new(s.base, SIGCHLD, server_on_chld, &s);
+	if (s.ev_chld == NULL || evsignal_add(s.ev_chld, NULL) == -1) {
+		log_err("event=start error=\"cannot watch the keeper\"");
+		goto done;
+	}
 	if ((s.relay = relay_new(s.base, s.cfg, s.cs)) == NULL) {
 		log_err("event=start error=\"cannot start the relay\"");
 		goto done;
@@ -323,6 +367,12 @@ cmd_serve(struct cli *cli, int argc, char **argv)
 	if (pd.kept_root)
 		log_warn("event=start warning=\"running as root because %s=1 is set; "
 		    "never do this in production\"", PRIVDROP_ALLOW_ROOT_ENV);
+	/* The parsers of network input run from here on: no programs, no
+	 * ptrace, no kernel surfaces the daemon never uses. */
+	if (sandbox_network(err, sizeof(err)) == -1) {
+		log_err("event=start error=\"%s\"", err);
+		goto done;
+	}
 	if ((s.sd = sdnotify_new(s.base)) == NULL) {
 		log_err("event=start error=\"out of memory\"");
 		goto done;
@@ -332,7 +382,7 @@ cmd_serve(struct cli *cli, int argc, char **argv)
 	sdnotify_ready(s.sd);
 	if (event_base_dispatch(s.base) == -1)
 		log_err("event=loop error=\"event loop failed\"");
-	else
+	else if (!s.child_died)
 		rc = EXIT_OK;
 done:
 	/* First: it refers to the relay, the credential store and the audit log. */
@@ -341,9 +391,9 @@ done:
 		smtp_server_free(s.smtp);
 	if (s.relay != NULL)
 		relay_free(s.relay);
-	credstore_free(s.cs);
 	audit_close(s.audit);
 	audit_close(s.queue_audit);
+	server_stop_keeper(&s);
 	if (s.ev_term != NULL)
 		event_free(s.ev_term);
 	if (s.ev_int != NULL)
@@ -354,6 +404,8 @@ done:
 		event_free(s.ev_vault);
 	if (s.ev_deadline != NULL)
 		event_free(s.ev_deadline);
+	if (s.ev_chld != NULL)
+		event_free(s.ev_chld);
 	sdnotify_free(s.sd);
 	if (s.base != NULL)
 		event_base_free(s.base);

@@ -1,0 +1,398 @@
+/*
+ * credential_client.c: the credstore questions asked of the vault keeper
+ * over a blocking SOCK_SEQPACKET channel (keeper.h). The keeper answers in
+ * microseconds (a vault save in milliseconds), so the daemon's loop blocks
+ * on it as it used to block on the vault itself. A keeper that is gone or
+ * answers out of turn is a broken invariant: the daemon logs and exits, and
+ * its parent sees it. Every buffer that held a reply is wiped, since a
+ * FETCH reply carries a credential.
+ */
+#include "credential_client.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "ipc.h"
+#include "keeper.h"
+#include "log.h"
+#include "util.h"
+
+struct credclient {
+	int		 fd;
+	uint32_t	 next_id;
+	unsigned char	*rbuf;		/* IPC_MSG_MAX, wiped after each call */
+	unsigned char	*wbuf;		/* KEEPER_REQ_MAX, wiped after each call */
+};
+
+struct credclient *
+credclient_new(int fd)
+{
+	struct credclient *cc;
+
+	if ((cc = calloc(1, sizeof(*cc))) == NULL)
+		return NULL;
+	cc->fd = fd;
+	if ((cc->rbuf = malloc(IPC_MSG_MAX)) == NULL ||
+	    (cc->wbuf = malloc(KEEPER_REQ_MAX)) == NULL) {
+		free(cc->rbuf);
+		free(cc);
+		return NULL;
+	}
+	return cc;
+}
+
+void
+credclient_free(struct credclient *cc)
+{
+	if (cc == NULL)
+		return;
+	close(cc->fd);
+	sodium_memzero(cc->rbuf, IPC_MSG_MAX);
+	sodium_memzero(cc->wbuf, KEEPER_REQ_MAX);
+	free(cc->rbuf);
+	free(cc->wbuf);
+	free(cc);
+}
+
+static struct ipc_buf
+credclient_req(struct credclient *cc)
+{
+	struct ipc_buf b = { cc->wbuf, 0, KEEPER_REQ_MAX, 0 };
+
+	return b;
+}
+
+static void __attribute__((noreturn))
+credclient_fatal(uint16_t type, const char *why)
+{
+	log_err("event=ipc_fatal peer=keeper type=%u error=\"%s\" action=exit", type, why);
+	exit(IPC_EXIT_FATAL);
+}
+
+/* Send the request in b, wait for its reply; r reads the reply. */
+static void
+credclient_call(struct credclient *cc, uint16_t type, struct ipc_buf *b, struct ipc_rd *r)
+{
+	const struct ipc_rule rule = { (uint16_t)(type | KEEPER_REPLY), 0, KEEPER_REPLY_MAX,
+	    IPC_FD_NONE };
+	struct ipc_msg m;
+	char err[256];
+	uint32_t id = ++cc->next_id;
+
+	if (b->failed)
+		credclient_fatal(type, "request does not fit");
+	if (ipc_send_sync(cc->fd, type, id, -1, b->p, b->len, err, sizeof(err)) == -1) {
+		sodium_memzero(b->p, b->len);
+		credclient_fatal(type, err);
+	}
+	sodium_memzero(b->p, b->len);
+	if (ipc_recv_sync(cc->fd, &rule, 1, cc->rbuf, IPC_MSG_MAX, &m, err, sizeof(err)) == -1)
+		credclient_fatal(type, err);
+	if (m.id != id)
+		credclient_fatal(type, "reply to another request");
+	r->p = m.data;
+	r->len = m.len;
+	r->off = 0;
+	r->failed = 0;
+}
+
+/* The reply has been read: check it was read exactly, and wipe it. */
+static void
+credclient_done(struct credclient *cc, uint16_t type, struct ipc_rd *r)
+{
+	int bad = ipc_rd_done(r);
+
+	sodium_memzero(cc->rbuf, IPC_HDR_LEN + r->len);
+	if (bad)
+		credclient_fatal(type, "malformed reply");
+}
+
+static enum cred_result
+credclient_result(struct ipc_rd *r)
+{
+	uint32_t v = ipc_get_u32(r);
+
+	if (v > CRED_PERMFAIL)
+		r->failed = 1;
+	return (enum cred_result)v;
+}
+
+enum cred_result
+credclient_resolve(struct credclient *cc, const char *addr, char *account, size_t len)
+{
+	struct ipc_buf b = credclient_req(cc);
+	struct ipc_rd r;
+	enum cred_result res;
+	char acct[VAULT_ADDR_MAX];
+
+	if (strlen(addr) >= VAULT_ADDR_MAX)
+		return CRED_PERMFAIL;
+	ipc_put_str(&b, addr);
+	credclient_call(cc, KEEPER_RESOLVE, &b, &r);
+	res = credclient_result(&r);
+	ipc_get_str(&r, acct, sizeof(acct));
+	credclient_done(cc, KEEPER_RESOLVE, &r);
+	if (res == CRED_OK && strlcpy(account, acct, len) >= len)
+		return CRED_TEMPFAIL;
+	return res;
+}
+
+enum cred_result
+credclient_info(struct credclient *cc, const char *account, struct cred_info *out)
+{
+	struct ipc_buf b = credclient_req(cc);
+	struct ipc_rd r;
+	enum cred_result res;
+
+	if (strlen(account) >= VAULT_ADDR_MAX)
+		return CRED_PERMFAIL;
+	ipc_put_str(&b, account);
+	credclient_call(cc, KEEPER_INFO, &b, &r);
+	res = credclient_result(&r);
+	keeper_get_info(&r, out);
+	credclient_done(cc, KEEPER_INFO, &r);
+	return res;
+}
+
+enum cred_result
+credclient_fetch(struct credclient *cc, const char *account, struct cred *out)
+{
+	struct ipc_buf b = credclient_req(cc);
+	struct ipc_rd r;
+	enum cred_result res;
+	const unsigned char *p;
+	size_t len;
+
+	memset(out, 0, sizeof(*out));
+	if (strlen(account) >= VAULT_ADDR_MAX)
+		return CRED_PERMFAIL;
+	ipc_put_str(&b, account);
+	credclient_call(cc, KEEPER_FETCH, &b, &r);
+	res = credclient_result(&r);
+	ipc_get_str(&r, out->user, sizeof(out->user));
+	out->version = ipc_get_u32(&r);
+	p = ipc_get_bytes(&r, &len);
+	if (res == CRED_OK && !r.failed && (len == 0 || len > VAULT_SECRET_MAX))
+		r.failed = 1;
+	if (res == CRED_OK && !r.failed && vault_secret_set(&out->secret, p, len) == -1)
+		res = CRED_TEMPFAIL;
+	credclient_done(cc, KEEPER_FETCH, &r);
+	if (res != CRED_OK)
+		cred_wipe(out);
+	return res;
+}
+
+void
+credclient_report_auth(struct credclient *cc, const char *account, uint32_t version, int ok,
+    const char *reply)
+{
+	struct ipc_buf b = credclient_req(cc);
+	struct ipc_rd r;
+	char text[KEEPER_STR_MAX];
+
+	if (strlen(account) >= VAULT_ADDR_MAX)
+		return;
+	/* A long upstream reply is cut: the audit event needs its start. */
+	strlcpy(text, reply != NULL ? reply : "", sizeof(text));
+	ipc_put_str(&b, account);
+	ipc_put_u32(&b, version);
+	ipc_put_u32(&b, ok ? 1 : 0);
+	ipc_put_str(&b, text);
+	credclient_call(cc, KEEPER_REPORT_AUTH, &b, &r);
+	credclient_done(cc, KEEPER_REPORT_AUTH, &r);
+}
+
+int
+credclient_healthy(struct credclient *cc, char *err, size_t errlen)
+{
+	struct ipc_buf b = credclient_req(cc);
+	struct ipc_rd r;
+	char text[KEEPER_STR_MAX];
+	uint32_t bad;
+
+	credclient_call(cc, KEEPER_HEALTHY, &b, &r);
+	bad = ipc_get_u32(&r);
+	ipc_get_str(&r, text, sizeof(text));
+	credclient_done(cc, KEEPER_HEALTHY, &r);
+	if (!bad)
+		return 0;
+	strlcpy(err, text, errlen);
+	return -1;
+}
+
+size_t
+credclient_account_count(struct credclient *cc)
+{
+	struct ipc_buf b = credclient_req(cc);
+	struct ipc_rd r;
+	uint64_t n;
+
+	credclient_call(cc, KEEPER_COUNT, &b, &r);
+	n = ipc_get_u64(&r);
+	if (n > VAULT_MAX_ACCOUNTS)
+		r.failed = 1;
+	credclient_done(cc, KEEPER_COUNT, &r);
+	return (size_t)n;
+}
+
+int
+credclient_account_view(struct credclient *cc, size_t i, struct cred_account_view *out)
+{
+	struct ipc_buf b = credclient_req(cc);
+	struct ipc_rd r;
+	uint32_t end;
+
+	ipc_put_u64(&b, i);
+	credclient_call(cc, KEEPER_VIEW, &b, &r);
+	end = ipc_get_u32(&r);
+	keeper_get_view(&r, out);
+	credclient_done(cc, KEEPER_VIEW, &r);
+	return end ? -1 : 0;
+}
+
+static enum cred_admin_result
+credclient_admin_result(struct credclient *cc, uint16_t type, struct ipc_rd *r,
+    uint32_t *version, char *err, size_t errlen)
+{
+	char text[KEEPER_STR_MAX];
+	uint32_t rc, v;
+
+	rc = ipc_get_u32(r);
+	v = ipc_get_u32(r);
+	ipc_get_str(r, text, sizeof(text));
+	if (rc > CRED_ADMIN_UNAVAILABLE)
+		r->failed = 1;
+	credclient_done(cc, type, r);
+	if (version != NULL)
+		*version = v;
+	if (rc != CRED_ADMIN_OK)
+		strlcpy(err, text, errlen);
+	return (enum cred_admin_result)rc;
+}
+
+enum cred_admin_result
+credclient_account_add(struct credclient *cc, const struct vault_account *tmpl,
+    const struct vault_secret *secret, const char *by, const char *ip, char *err,
+    size_t errlen)
+{
+	struct ipc_buf b = credclient_req(cc);
+	struct ipc_rd r;
+
+	keeper_put_tmpl(&b, tmpl);
+	ipc_put_bytes(&b, secret->buf, secret->len);
+	ipc_put_nstr(&b, by);
+	ipc_put_nstr(&b, ip);
+	credclient_call(cc, KEEPER_ADD, &b, &r);
+	return credclient_admin_result(cc, KEEPER_ADD, &r, NULL, err, errlen);
+}
+
+enum cred_admin_result
+credclient_account_rotate(struct credclient *cc, const char *addr,
+    const struct vault_secret *secret, const char *by, const char *ip, uint32_t *version,
+    char *err, size_t errlen)
+{
+	struct ipc_buf b = credclient_req(cc);
+	struct ipc_rd r;
+
+	ipc_put_str(&b, addr);
+	ipc_put_bytes(&b, secret->buf, secret->len);
+	ipc_put_nstr(&b, by);
+	ipc_put_nstr(&b, ip);
+	credclient_call(cc, KEEPER_ROTATE, &b, &r);
+	return credclient_admin_result(cc, KEEPER_ROTATE, &r, version, err, errlen);
+}
+
+enum cred_admin_result
+credclient_account_change(struct credclient *cc, int type, const char *addr, const char *by,
+    const char *ip, uint32_t *version, char *err, size_t errlen)
+{
+	struct ipc_buf b = credclient_req(cc);
+	struct ipc_rd r;
+
+	ipc_put_str(&b, addr);
+	ipc_put_nstr(&b, by);
+	ipc_put_nstr(&b, ip);
+	credclient_call(cc, (uint16_t)type, &b, &r);
+	return credclient_admin_result(cc, (uint16_t)type, &r, version, err, errlen);
+}
+
+void
+credclient_admin_check_prepare(struct credclient *cc, const char *name,
+    struct cred_admin_check *chk)
+{
+	struct ipc_buf b = credclient_req(cc);
+	struct ipc_rd r;
+	char typed[VAULT_NAME_MAX];
+
+	/* The caller bounds the name; cut it the same way as the local path. */
+	strlcpy(typed, name, sizeof(typed));
+	ipc_put_str(&b, typed);
+	credclient_call(cc, KEEPER_ADMIN_HASH, &b, &r);
+	ipc_get_str(&r, chk->name, sizeof(chk->name));
+	ipc_get_str(&r, chk->hash, sizeof(chk->hash));
+	chk->exists = ipc_get_u32(&r) != 0;
+	chk->ok = 0;
+	credclient_done(cc, KEEPER_ADMIN_HASH, &r);
+}
+
+static int
+credclient_status(struct credclient *cc, uint16_t type, struct ipc_rd *r, char *err,
+    size_t errlen)
+{
+	char text[KEEPER_STR_MAX];
+	uint32_t bad;
+
+	bad = ipc_get_u32(r);
+	ipc_get_str(r, text, sizeof(text));
+	credclient_done(cc, type, r);
+	if (!bad)
+		return 0;
+	strlcpy(err, text, errlen);
+	return -1;
+}
+
+int
+credclient_admin_audit(struct credclient *cc, int action, const char *user, const char *ip,
+    const char *reason, char *err, size_t errlen)
+{
+	struct ipc_buf b = credclient_req(cc);
+	struct ipc_rd r;
+
+	ipc_put_u32(&b, (uint32_t)action);
+	ipc_put_nstr(&b, user);
+	ipc_put_nstr(&b, ip);
+	ipc_put_nstr(&b, reason);
+	credclient_call(cc, KEEPER_ADMIN_AUDIT, &b, &r);
+	return credclient_status(cc, KEEPER_ADMIN_AUDIT, &r, err, errlen);
+}
+
+int
+credclient_audit_append(void *arg, const char *json, size_t len, char *err, size_t errlen)
+{
+	struct credclient *cc = arg;
+	struct ipc_buf b = credclient_req(cc);
+	struct ipc_rd r;
+
+	if (len == 0 || len > KEEPER_REQ_MAX) {
+		snprintf(err, errlen, "audit event too large (%zu bytes)", len);
+		return -1;
+	}
+	ipc_put_raw(&b, json, len);
+	credclient_call(cc, KEEPER_AUDIT_APPEND, &b, &r);
+	return credclient_status(cc, KEEPER_AUDIT_APPEND, &r, err, errlen);
+}
+
+int
+credclient_audit_reopen(void *arg, char *err, size_t errlen)
+{
+	struct credclient *cc = arg;
+	struct ipc_buf b = credclient_req(cc);
+	struct ipc_rd r;
+
+	credclient_call(cc, KEEPER_AUDIT_REOPEN, &b, &r);
+	return credclient_status(cc, KEEPER_AUDIT_REOPEN, &r, err, errlen);
+}
