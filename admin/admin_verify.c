@@ -82,18 +82,6 @@ verify_cred(void *arg, struct cred *out, char *err, size_t errlen)
 }
 
 static void
-verify_format(char *dst, size_t len, const struct smtp_outcome *o)
-{
-	char head[32] = "";
-
-	if (o->code != 0)
-		snprintf(head, sizeof(head), "%d%s%s ", o->code, o->enhanced[0] ? " " : "",
-		    o->enhanced);
-	strlcpy(dst, head, len);
-	strlcat(dst, o->text, len);
-}
-
-static void
 verify_finish(struct admin_verify *v)
 {
 	if (v->finished)
@@ -115,7 +103,7 @@ verify_event(struct smtp_client *c, enum smtp_client_event ev, const struct smtp
 	switch (ev) {
 	case SMTP_CLIENT_READY:
 		v->ok = 1;
-		verify_format(v->reply, sizeof(v->reply), o);
+		smtp_outcome_reply(o, v->reply, sizeof(v->reply));
 		if (smtp_client_quit(c) == -1)
 			verify_finish(v);
 		break;
@@ -123,7 +111,7 @@ verify_event(struct smtp_client *c, enum smtp_client_event ev, const struct smtp
 		break;
 	case SMTP_CLIENT_CLOSED:
 		if (!v->ok) {
-			verify_format(v->reply, sizeof(v->reply), o);
+			smtp_outcome_reply(o, v->reply, sizeof(v->reply));
 			v->refused = o->auth_failed;
 		}
 		verify_finish(v);

@@ -1477,19 +1477,6 @@ probe_cred(void *arg, struct cred *out, char *err, size_t errlen)
 }
 
 static void
-probe_format(char *dst, size_t len, const struct smtp_outcome *o)
-{
-	char head[32] = "";
-
-	/* A long reply is cut; the caller shows what fits. */
-	if (o->code != 0)
-		snprintf(head, sizeof(head), "%d%s%s ", o->code, o->enhanced[0] ? " " : "",
-		    o->enhanced);
-	strlcpy(dst, head, len);
-	strlcat(dst, o->text, len);
-}
-
-static void
 probe_event(struct smtp_client *c, enum smtp_client_event ev, const struct smtp_outcome *o,
     void *arg)
 {
@@ -1498,7 +1485,7 @@ probe_event(struct smtp_client *c, enum smtp_client_event ev, const struct smtp_
 	switch (ev) {
 	case SMTP_CLIENT_READY:
 		p->ok = 1;
-		probe_format(p->reply, sizeof(p->reply), o);
+		smtp_outcome_reply(o, p->reply, sizeof(p->reply));
 		if (smtp_client_quit(c) == -1) {
 			p->finished = 1;
 			event_base_loopbreak(p->base);
@@ -1508,7 +1495,7 @@ probe_event(struct smtp_client *c, enum smtp_client_event ev, const struct smtp_
 		break;
 	case SMTP_CLIENT_CLOSED:
 		if (!p->ok) {
-			probe_format(p->reply, sizeof(p->reply), o);
+			smtp_outcome_reply(o, p->reply, sizeof(p->reply));
 			p->auth_refused = o->auth_failed;
 		}
 		p->finished = 1;
