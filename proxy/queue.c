@@ -1031,6 +1031,9 @@ queue_submit(struct queue *q, struct relay_msg *msg, relay_cb *cb, void *arg,
 	m->msg = *msg;
 	free(msg);
 	msg = NULL;
+	/* The front end read the header fields (relay_msg.fields). */
+	m->meta.fields = m->msg.fields;
+	memset(&m->msg.fields, 0, sizeof(m->msg.fields));
 	m->meta.received = time(NULL);
 	m->meta.size = evbuffer_get_length(m->msg.data);
 	m->state = QM_COMMIT;
@@ -1039,8 +1042,7 @@ queue_submit(struct queue *q, struct relay_msg *msg, relay_cb *cb, void *arg,
 	m->cb_arg = arg;
 	TAILQ_INSERT_TAIL(&q->msgs, m, all);
 	q->body_bytes += m->meta.size;
-	if (relay_fields_read(m->msg.data, q->cfg->log_subject, &m->meta.fields) == -1 ||
-	    spool_envelope_encode(&m->msg, &m->meta, &op->text, &op->textlen) == -1 ||
+	if (spool_envelope_encode(&m->msg, &m->meta, &op->text, &op->textlen) == -1 ||
 	    (q->have_audit && (op->event = msg_event(m, AUDIT_STATUS_QUEUED, NULL, 0, 0,
 	    0)) == NULL)) {
 		msg_free(m);

@@ -107,6 +107,7 @@ relay_msg_free(struct relay_msg *msg)
 	if (msg->data != NULL)
 		evbuffer_free(msg->data);
 	free(msg->rcpts);
+	relay_fields_free(&msg->fields);
 	free(msg);
 }
 
@@ -486,7 +487,6 @@ relay_audit(struct relay *r, const struct relay_entry *e, const struct smtp_outc
     enum audit_status st)
 {
 	const struct relay_msg *msg = e->msg;
-	struct relay_fields f;
 	char reply[SMTP_CLIENT_REPLY_MAX + 32], err[512];
 	json_t *ev = NULL;
 	int rc = -1;
@@ -494,11 +494,8 @@ relay_audit(struct relay *r, const struct relay_entry *e, const struct smtp_outc
 	if (r->audit == NULL)
 		return 0;
 	smtp_outcome_reply(o, reply, sizeof(reply));
-	if (relay_fields_read(msg->data, r->cfg->log_subject, &f) == 0) {
-		ev = relay_audit_event(msg, &f, evbuffer_get_length(msg->data), st, reply,
-		    o->cred_version, 1, (uint64_t)elapsed_ms(&e->start));
-		relay_fields_free(&f);
-	}
+	ev = relay_audit_event(msg, &msg->fields, evbuffer_get_length(msg->data), st, reply,
+	    o->cred_version, 1, (uint64_t)elapsed_ms(&e->start));
 	if (ev == NULL) {
 		strlcpy(err, "out of memory", sizeof(err));
 	} else {

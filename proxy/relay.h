@@ -29,6 +29,14 @@ struct queue;
 #define RELAY_PATH_MAX		(256 + 1)	/* RFC 5321 4.5.3.1.3 path limit + NUL */
 #define RELAY_TEXT_MAX		1024
 
+/* Header fields of a message that the audit log records; malloc'd, NULL
+ * when the message has none (or, for subject, when log_subject = no). */
+struct relay_fields {
+	char	*header_from;
+	char	*subject;
+	char	*message_id;
+};
+
 struct relay_msg {
 	char		queue_id[RELAY_QUEUE_ID_MAX];
 	char		account[VAULT_ADDR_MAX];	/* routed account's primary address */
@@ -44,6 +52,10 @@ struct relay_msg {
 	char		client_ip[64];
 	char		client_name[64];
 	char		helo[256];
+	/* Read by the front end (relay_fields_read() before relay_submit()), so
+	 * that the process holding credentials never parses LAN message data
+	 * for them; freed by relay_msg_free(). */
+	struct relay_fields fields;
 };
 
 /* The reply for the client, e.g. {250, "2.0.0", "Ok: queued as X"}. */
@@ -103,15 +115,8 @@ struct queue *relay_queue(struct relay *r);
 
 /* ---- Shared by the two implementations (relay.c and queue.c) ---------- */
 
-/* Header fields of a message that the audit log records; malloc'd, NULL
- * when the message has none (or, for subject, when log_subject = no). */
-struct relay_fields {
-	char	*header_from;
-	char	*subject;
-	char	*message_id;
-};
-
-/* Read them from the first part of data. Returns 0, or -1 out of memory. */
+/* Read them from the first part of data (the front end does, for
+ * relay_msg.fields). Returns 0, or -1 out of memory. */
 int	relay_fields_read(struct evbuffer *data, int want_subject, struct relay_fields *f);
 void	relay_fields_free(struct relay_fields *f);
 

@@ -982,6 +982,16 @@ smtp_session_data_end(struct smtp_session *s)
 	t->rcpts = NULL;
 	t->cap_rcpts = 0;
 	t->msg = NULL;
+	/* The audit log's header fields are read here, on the LAN side, and
+	 * travel with the envelope (relay.h). */
+	if (relay_fields_read(msg->data, srv->cfg->log_subject, &msg->fields) == -1) {
+		relay_msg_free(msg);
+		log_err("session=%s event=out_of_memory", s->id);
+		smtp_txn_reset(s);
+		smtp_enter_state(s, SMTP_STATE_HELO);
+		smtp_reply(s, 451, "4.3.0", "Insufficient system resources");
+		return;
+	}
 
 	log_debug("session=%s event=submit queue_id=%s size=%llu", s->id, t->queue_id,
 	    (unsigned long long)t->data.size);

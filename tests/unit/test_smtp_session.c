@@ -88,6 +88,7 @@ stub_msg_free(struct relay_msg *m)
 	free(m->rcpts);
 	if (m->data != NULL)
 		evbuffer_free(m->data);
+	relay_fields_free(&m->fields);
 	free(m);
 }
 
