@@ -1,13 +1,15 @@
 /*
  * admin.h: the admin page and JSON API of SPEC section 8, served with
- * libmicrohttpd on [admin] listen from inside the daemon's libevent loop.
+ * libmicrohttpd on [admin] listen from inside a libevent loop: the admin
+ * process's own (admin_proc.c), or the daemon's when it is not split.
  *
  * Threading: every request is handled on the event-loop thread, so the
- * credential store, the audit writer, the relay and the metrics (none of
- * which lock) are only ever touched from there. Work that would stall mail
- * (Argon2id for a login, a scan of a large audit log) runs on a small pool
- * of worker threads that see only copies; upstream verification of a new
- * App Password runs asynchronously on the loop itself. See admin_server.c.
+ * credential store (the keeper's client), the relay's control link and the
+ * rest (none of which lock) are only ever touched from there. Work that
+ * would stall the loop (a scan of a large audit log) runs on a small pool of
+ * worker threads that see only copies; an admin login is checked by the
+ * keeper, asynchronously; upstream verification of a new App Password runs
+ * asynchronously on the loop itself. See admin_server.c.
  */
 #ifndef SMTPVAULT_ADMIN_H
 #define SMTPVAULT_ADMIN_H
@@ -19,13 +21,20 @@ struct config;
 struct credstore;
 struct audit;
 struct relay;
+struct relay_ctl_client;
 struct admin_server;
 
 /*
  * Bind [admin] listen and start serving. cfg must stay valid until
  * admin_server_set_config() replaces it or admin_server_free(). Returns NULL
  * with one line in err (cannot bind, unreadable TLS files, ...).
+ * The queue, the upstream pools and the counters are asked of rc (the admin
+ * process's link to the relay, relay_ctl.h; it stays the caller's and must
+ * outlive the server); NULL: there are none (direct mode, nothing to show).
  */
+struct admin_server *admin_server_start(struct event_base *base, const struct config *cfg,
+	    struct credstore *cs, struct relay_ctl_client *rc, char *err, size_t errlen);
+/* The same in a daemon that is not split: relay (may be NULL) on this loop. */
 struct admin_server *admin_server_new(struct event_base *base, const struct config *cfg,
 	    struct credstore *cs, struct audit *audit, struct relay *relay,
 	    char *err, size_t errlen);

@@ -38,10 +38,8 @@
 #include "config.h"
 #include "credential.h"
 #include "log.h"
-#include "queue.h"
-#include "relay.h"
+#include "relay_ctl.h"
 #include "spool.h"
-#include "upstream_pool.h"
 #include "util.h"
 
 #define API_PREFIX		"/api/v1/"
@@ -49,8 +47,8 @@
 #define API_CRED_AGE_WARN	(90 * 86400)	/* the page warns past this age */
 #define API_BY_MAX		(VAULT_NAME_MAX + 8)
 #define API_TIME_MAX		64
-#define API_QUEUE_LIST_MAX	500	/* entries in one GET /queue; "depth" counts all */
-#define API_QUEUE_RCPTS_SHOWN	100	/* recipients listed per entry ("rcpt_count": all) */
+#define API_QUEUE_LIST_MAX	RELAY_CTL_LIST_MAX	/* entries in one GET /queue; "depth"
+							 * counts all */
 
 struct route_ctx {
 	char				 arg[VAULT_ADDR_MAX];	/* decoded {address} / {id} */
@@ -60,20 +58,14 @@ struct route_ctx {
 
 typedef void route_fn(struct admin_req *, struct route_ctx *);
 
-/* What the queue holds for one account (the dashboard). */
-struct api_queue_acct {
-	char	account[VAULT_ADDR_MAX];
-	size_t	queued;				/* waiting, not failed */
-	size_t	held;
-	char	hold_reason[QUEUE_REASON_MAX];	/* the queue's hold, "" when none */
-};
+/* What the queue holds per account (the dashboard), from the relay. */
 struct api_queue_accts {
-	struct api_queue_acct	*v;
+	struct relay_ctl_hold	*v;
 	size_t			 n;
 };
 
 static void	queue_accounts(struct admin_server *, struct api_queue_accts *);
-static const struct api_queue_acct *queue_account_find(const struct api_queue_accts *,
+static const struct relay_ctl_hold *queue_account_find(const struct api_queue_accts *,
 		    const char *);
 
 struct route {
@@ -642,7 +634,7 @@ route_session(struct admin_req *r, struct route_ctx *ctx)
  */
 static const char *
 account_status(const struct cred_account_view *v, const struct admin_usage_row *u,
-    const struct api_queue_acct *qa)
+    const struct relay_ctl_hold *qa)
 {
 	if (v->info.status == VAULT_STATUS_AUTH_FAILED)
 		return "failing_credential";
@@ -659,7 +651,7 @@ account_json(struct admin_server *srv, const struct cred_account_view *v,
     const struct api_queue_accts *qas, time_t now)
 {
 	const struct admin_usage_row *u = admin_usage_find(srv->usage, v->info.address);
-	const struct api_queue_acct *qa = queue_account_find(qas, v->info.address);
+	const struct relay_ctl_hold *qa = queue_account_find(qas, v->info.address);
 	struct upstream_pool_stats st;
 	json_t *o, *aliases, *versions, *err = json_null(), *hold = json_null();
 	char created[API_TIME_MAX], rotated[API_TIME_MAX], t[API_TIME_MAX];
@@ -668,8 +660,8 @@ account_json(struct admin_server *srv, const struct cred_account_view *v,
 	int tls;
 
 	memset(&st, 0, sizeof(st));
-	if (srv->relay != NULL)
-		relay_upstream_stats(srv->relay, v->info.address, &st);
+	if (srv->rc != NULL)
+		relay_ctl_pool(srv->rc, v->info.address, &st);
 	if ((aliases = json_array()) == NULL || (versions = json_array()) == NULL)
 		return NULL;
 	for (i = 0; i < v->n_aliases; i++)
@@ -692,7 +684,7 @@ account_json(struct admin_server *srv, const struct cred_account_view *v,
 		    admin_reply_text(u->last_error_reply, text, sizeof(text)));
 	if (qa != NULL && qa->held > 0)
 		hold = json_pack("{s:s, s:I}", "reason",
-		    admin_reply_text(qa->hold_reason, text, sizeof(text)),
+		    admin_reply_text(qa->reason, text, sizeof(text)),
 		    "messages", (json_int_t)qa->held);
 	o = json_pack("{s:s, s:o, s:I, s:o, s:s, s:s, s:I, s:b, s:I, s:I, s:s, s:s, s:s, s:s}",
 	    "address", v->info.address, "aliases", aliases,
@@ -1278,89 +1270,54 @@ route_audit_csv(struct admin_req *r, struct route_ctx *ctx)
 /* ---- Queue ----------------------------------------------------------------------- */
 
 /*
- * delivery = queue: the page lists the queue's own entries (queue_list(),
- * the objects of "smtpvault queue list --json": envelope, size, attempts,
- * status, last reply and hold reason; never the message bytes, and the
- * spool holds no credential) and acts through queue_retry() and
- * queue_delete(). delivery = direct keeps nothing: the queue is empty and
- * no id exists.
+ * delivery = queue: the page lists the queue's own entries (the objects of
+ * "smtpvault queue list --json": envelope, size, attempts, status, last
+ * reply and hold reason; never the message bytes, and the spool holds no
+ * credential) and acts through a retry and a delete, all asked of the relay
+ * (relay_ctl.h), which holds the queue. delivery = direct keeps nothing:
+ * the queue is empty and no id exists.
  *
  * A retry is logged, not audited: the queue does not audit "queue retry"
  * from the CLI either, and the attempt it causes is audited as usual. A
  * delete is audited by the queue ("deleted from the queue by admin:USER
  * (IP)"), and answered once the message is gone from the disk.
  */
-static struct queue *
-api_queue(struct admin_server *srv)
-{
-	return srv->relay != NULL ? relay_queue(srv->relay) : NULL;
-}
 
 /* Messages waiting for delivery; failed ones wait for the operator, not
  * for the upstream, and are not counted. */
 size_t
 admin_queue_depth(struct admin_server *srv)
 {
-	struct queue *q = api_queue(srv);
 	struct queue_stats st;
 
-	if (q == NULL)
+	if (srv->rc == NULL)
 		return 0;
-	queue_stats(q, &st);
+	(void)relay_ctl_stats(srv->rc, &st);
 	return st.messages;
 }
 
-static const char *
-entry_str(json_t *entry, const char *key)
-{
-	return json_string_value(json_object_get(entry, key));
-}
-
-static int
-holds_entry_cb(void *arg, json_t *entry)
+static void
+holds_cb(void *arg, const struct relay_ctl_hold *h)
 {
 	struct api_queue_accts *qa = arg;
-	struct api_queue_acct *a, *grown;
-	const char *account = entry_str(entry, "account"), *status = entry_str(entry, "status"),
-	    *reason = entry_str(entry, "hold_reason");
-	size_t i;
+	struct relay_ctl_hold *grown;
 
-	if (account == NULL || status == NULL || strcmp(status, "failed") == 0)
-		goto done;
-	for (i = 0; i < qa->n && strcasecmp(qa->v[i].account, account) != 0; i++)
-		;
-	if (i == qa->n) {
-		if ((grown = reallocarray(qa->v, qa->n + 1, sizeof(*qa->v))) == NULL)
-			goto done;
-		qa->v = grown;
-		memset(&qa->v[qa->n], 0, sizeof(qa->v[0]));
-		strlcpy(qa->v[qa->n].account, account, sizeof(qa->v[0].account));
-		qa->n++;
-	}
-	a = &qa->v[i];
-	a->queued++;
-	if (strcmp(status, "held") == 0) {
-		a->held++;
-		if (a->hold_reason[0] == '\0' && reason != NULL)
-			strlcpy(a->hold_reason, reason, sizeof(a->hold_reason));
-	}
-done:
-	json_decref(entry);
-	return 0;
+	if ((grown = reallocarray(qa->v, qa->n + 1, sizeof(*qa->v))) == NULL)
+		return;
+	qa->v = grown;
+	qa->v[qa->n++] = *h;
 }
 
 /* Per account: messages waiting and the queue's hold, if any. */
 static void
 queue_accounts(struct admin_server *srv, struct api_queue_accts *qa)
 {
-	struct queue *q = api_queue(srv);
-
 	memset(qa, 0, sizeof(*qa));
-	if (q != NULL)
-		(void)queue_list(q, holds_entry_cb, qa);
+	if (srv->rc != NULL)
+		relay_ctl_holds(srv->rc, holds_cb, qa);
 }
 
-static const struct api_queue_acct *
+static const struct relay_ctl_hold *
 queue_account_find(const struct api_queue_accts *qa, const char *account)
 {
 	size_t i;
@@ -1373,46 +1330,27 @@ queue_account_find(const struct api_queue_accts *qa, const char *account)
 
 struct queue_listing {
 	json_t	*messages;
-	size_t	 n;
-	int	 truncated;
 	int	 oom;
 };
 
-/* One entry of GET /queue: at most API_QUEUE_RCPTS_SHOWN recipients, and
- * how many there are. */
-static int
+/* One entry of GET /queue, already cut to RELAY_CTL_RCPTS_MAX recipients
+ * with "rcpt_count" by the relay. */
+static void
 listing_entry_cb(void *arg, json_t *entry)
 {
 	struct queue_listing *l = arg;
-	json_t *rcpts = json_object_get(entry, "rcpts");
-	size_t n = json_array_size(rcpts);
 
-	if (l->n >= API_QUEUE_LIST_MAX) {
-		json_decref(entry);
-		l->truncated = 1;
-		return 1;
-	}
-	while (json_array_size(rcpts) > API_QUEUE_RCPTS_SHOWN)
-		json_array_remove(rcpts, json_array_size(rcpts) - 1);
-	if (json_object_set_new(entry, "rcpt_count", json_integer((json_int_t)n)) == -1) {
-		json_decref(entry);
+	if (json_array_append_new(l->messages, entry) == -1)	/* frees entry */
 		l->oom = 1;
-		return 1;
-	}
-	if (json_array_append_new(l->messages, entry) == -1) {	/* frees entry */
-		l->oom = 1;
-		return 1;
-	}
-	l->n++;
-	return 0;
 }
 
 static void
 route_queue(struct admin_req *r, struct route_ctx *ctx)
 {
-	struct queue *q = api_queue(r->srv);
+	enum relay_ctl_mode mode = RELAY_CTL_DIRECT;
 	struct queue_listing l;
 	struct queue_stats st;
+	int truncated = 0;
 
 	memset(&st, 0, sizeof(st));
 	memset(&l, 0, sizeof(l));
@@ -1420,9 +1358,11 @@ route_queue(struct admin_req *r, struct route_ctx *ctx)
 		admin_reply_error(r, 500, "out of memory");
 		return;
 	}
-	if (q != NULL) {
-		queue_stats(q, &st);
-		(void)queue_list(q, listing_entry_cb, &l);
+	if (r->srv->rc != NULL) {
+		mode = relay_ctl_stats(r->srv->rc, &st);
+		if (mode == RELAY_CTL_QUEUE && relay_ctl_list(r->srv->rc, API_QUEUE_LIST_MAX,
+		    listing_entry_cb, &l, &truncated) == -1)
+			l.oom = 1;
 	}
 	if (l.oom) {
 		json_decref(l.messages);
@@ -1430,19 +1370,18 @@ route_queue(struct admin_req *r, struct route_ctx *ctx)
 		return;
 	}
 	admin_reply_json(r, 200, json_pack("{s:s, s:I, s:{s:I, s:I, s:I, s:I}, s:o, s:b, s:I}",
-	    "mode", q != NULL ? "queue" : "direct", "depth", (json_int_t)st.messages,
-	    "counts", "active", (json_int_t)st.active, "deferred", (json_int_t)st.deferred,
-	    "held", (json_int_t)st.held, "failed", (json_int_t)st.failed,
-	    "messages", l.messages, "truncated", l.truncated,
+	    "mode", mode == RELAY_CTL_QUEUE ? "queue" : "direct", "depth",
+	    (json_int_t)st.messages, "counts", "active", (json_int_t)st.active, "deferred",
+	    (json_int_t)st.deferred, "held", (json_int_t)st.held, "failed",
+	    (json_int_t)st.failed, "messages", l.messages, "truncated", truncated,
 	    "limit", (json_int_t)API_QUEUE_LIST_MAX));
 }
 
 static void
 route_queue_retry(struct admin_req *r, struct route_ctx *ctx)
 {
-	struct queue *q = api_queue(r->srv);
-
-	if (q == NULL || !spool_id_valid(ctx->arg) || queue_retry(q, ctx->arg) == -1) {
+	if (r->srv->rc == NULL || !spool_id_valid(ctx->arg) ||
+	    relay_ctl_retry(r->srv->rc, ctx->arg) == -1) {
 		admin_reply_error(r, 404, "no such message in the queue");
 		return;
 	}
@@ -1460,15 +1399,16 @@ struct queue_del {
 };
 
 static void
-queue_del_done(void *arg, int rc)
+queue_del_done(void *arg, int rc, int error)
 {
 	struct queue_del *qd = arg;
 	struct admin_req *r = qd->r;
-	int error = errno;
 
-	if (rc == 0) {
+	if (rc == RELAY_CTL_DELETED) {
 		log_info("event=admin_queue_delete queue_id=%s by=\"%s\"", qd->id, qd->by);
 		admin_reply_json(r, 200, json_pack("{s:s, s:b}", "id", qd->id, "deleted", 1));
+	} else if (rc == RELAY_CTL_NO_SUCH) {
+		admin_reply_error(r, 404, "no such message in the queue");
 	} else if (error == ENOENT) {
 		admin_reply_error(r, 404, "no such message in the queue (delivered or removed "
 		    "meanwhile)");
@@ -1485,20 +1425,17 @@ static void
 queue_del_cancel(struct admin_req *r)
 {
 	struct queue_del *qd = r->pending;
-	struct queue *q = api_queue(r->srv);
 
-	if (q != NULL)
-		queue_delete_cancel(q, qd);
+	relay_ctl_delete_cancel(r->srv->rc, qd);
 	free(qd);
 }
 
 static void
 route_queue_delete(struct admin_req *r, struct route_ctx *ctx)
 {
-	struct queue *q = api_queue(r->srv);
 	struct queue_del *qd;
 
-	if (q == NULL || !spool_id_valid(ctx->arg)) {
+	if (r->srv->rc == NULL || !spool_id_valid(ctx->arg)) {
 		admin_reply_error(r, 404, "no such message in the queue");
 		return;
 	}
@@ -1510,12 +1447,13 @@ route_queue_delete(struct admin_req *r, struct route_ctx *ctx)
 	strlcpy(qd->id, ctx->arg, sizeof(qd->id));
 	/* Who, and from where, goes into the audit log with the message. */
 	snprintf(qd->by, sizeof(qd->by), "admin:%s (%s)", r->user, r->ip);
-	if (queue_delete(q, qd->id, qd->by, queue_del_done, qd) == -1) {
+	if (relay_ctl_delete(r->srv->rc, qd->id, qd->by, queue_del_done, qd) == -1) {
 		free(qd);
-		admin_reply_error(r, 404, "no such message in the queue");
+		admin_reply_error(r, 503, "busy; try again");
+		admin_reply_header(r, "Retry-After", "1");
 		return;
 	}
-	/* queue_delete() answers from a later turn of the loop, never before
-	 * this returns. */
+	/* The answer comes from a later turn of the loop, never before this
+	 * returns. */
 	admin_req_suspend(r, qd, queue_del_cancel);
 }

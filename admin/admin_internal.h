@@ -170,7 +170,7 @@ struct event;
 struct evdns_base;
 struct credstore;
 struct audit;
-struct relay;
+struct relay_ctl_client;
 struct config;
 
 #define ADMIN_REPLY_HEADERS	4
@@ -219,7 +219,8 @@ struct admin_server {
 	const struct config	*cfg;
 	struct credstore	*cs;
 	struct audit		*audit;
-	struct relay		*relay;
+	struct relay_ctl_client	*rc;		/* the queue, pools and counters; NULL: none */
+	int			 rc_own;	/* rc is the server's to free */
 	struct MHD_Daemon	*mhd;
 	int			 listen_fd;
 	int			 tls;

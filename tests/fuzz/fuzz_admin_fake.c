@@ -20,10 +20,8 @@
 
 #include "config.h"
 #include "credential.h"
-#include "queue.h"
-#include "relay.h"
+#include "relay_ctl.h"
 #include "spool.h"
-#include "upstream_pool.h"
 #include "util.h"
 
 #include "fuzz_util.h"
@@ -247,54 +245,57 @@ admin_asset_find(const char *path)
 	return NULL;
 }
 
-void
-relay_upstream_stats(struct relay *r, const char *account, struct upstream_pool_stats *st)
-{
-	memset(st, 0, sizeof(*st));
-}
-
 /*
- * delivery = direct: there is no relay (srv.relay is NULL) and so no queue;
- * the queue's operations must never be reached.
+ * delivery = direct: there is no relay (srv.rc is NULL) and so no queue;
+ * the relay's control link must never be reached.
  */
-struct queue *
-relay_queue(struct relay *r)
+enum relay_ctl_mode
+relay_ctl_stats(struct relay_ctl_client *c, struct queue_stats *st)
 {
-	return NULL;
+	FUZZ_CHECK(0, "relay_ctl_stats() in direct mode");
+	return RELAY_CTL_DIRECT;
 }
 
-size_t
-queue_list(struct queue *q, int (*cb)(void *arg, json_t *entry), void *arg)
+ssize_t
+relay_ctl_list(struct relay_ctl_client *c, size_t max, void (*cb)(void *, json_t *),
+    void *arg, int *truncated)
 {
-	FUZZ_CHECK(0, "queue_list() in direct mode");
+	FUZZ_CHECK(0, "relay_ctl_list() in direct mode");
 	return 0;
 }
 
-int
-queue_retry(struct queue *q, const char *id)
+void
+relay_ctl_holds(struct relay_ctl_client *c, void (*cb)(void *, const struct relay_ctl_hold *),
+    void *arg)
 {
-	FUZZ_CHECK(0, "queue_retry() in direct mode");
+	FUZZ_CHECK(0, "relay_ctl_holds() in direct mode");
+}
+
+void
+relay_ctl_pool(struct relay_ctl_client *c, const char *account, struct upstream_pool_stats *st)
+{
+	FUZZ_CHECK(0, "relay_ctl_pool() in direct mode");
+}
+
+int
+relay_ctl_retry(struct relay_ctl_client *c, const char *id)
+{
+	FUZZ_CHECK(0, "relay_ctl_retry() in direct mode");
 	return -1;
 }
 
 int
-queue_delete(struct queue *q, const char *id, const char *by,
-    void (*done)(void *arg, int rc), void *arg)
+relay_ctl_delete(struct relay_ctl_client *c, const char *id, const char *by,
+    void (*done)(void *, int, int), void *arg)
 {
-	FUZZ_CHECK(0, "queue_delete() in direct mode");
+	FUZZ_CHECK(0, "relay_ctl_delete() in direct mode");
 	return -1;
 }
 
 void
-queue_delete_cancel(struct queue *q, void *arg)
+relay_ctl_delete_cancel(struct relay_ctl_client *c, void *arg)
 {
-	FUZZ_CHECK(0, "queue_delete_cancel() in direct mode");
-}
-
-void
-queue_stats(struct queue *q, struct queue_stats *st)
-{
-	FUZZ_CHECK(0, "queue_stats() in direct mode");
+	FUZZ_CHECK(0, "relay_ctl_delete_cancel() in direct mode");
 }
 
 int
