@@ -230,19 +230,30 @@ ipc_send_record(int sock, const unsigned char *buf, size_t len, int passfd)
 	return n;
 }
 
-/* Build header + payload in one wiped-on-free buffer. */
+/* Build header + payload in one wiped-on-free buffer; *lenp gets the
+ * payload's length. */
 static unsigned char *
-ipc_frame(uint16_t type, uint32_t id, int passfd, const void *data, size_t len)
+ipc_frame(uint16_t type, uint32_t id, int passfd, const struct iovec *iov, size_t iovcnt,
+    size_t *lenp)
 {
 	unsigned char *buf;
+	size_t i, len = 0, off = IPC_HDR_LEN;
 
-	if (len > IPC_PAYLOAD_MAX || (len > 0 && data == NULL))
-		return NULL;
+	for (i = 0; i < iovcnt; i++) {
+		if (iov[i].iov_len > IPC_PAYLOAD_MAX - len ||
+		    (iov[i].iov_len > 0 && iov[i].iov_base == NULL))
+			return NULL;
+		len += iov[i].iov_len;
+	}
 	if ((buf = malloc(IPC_HDR_LEN + len)) == NULL)
 		return NULL;
 	ipc_hdr_write(buf, type, id, passfd >= 0 ? IPC_FLAG_FD : 0, (uint32_t)len);
-	if (len > 0)
-		memcpy(buf + IPC_HDR_LEN, data, len);
+	for (i = 0; i < iovcnt; i++) {
+		if (iov[i].iov_len > 0)
+			memcpy(buf + off, iov[i].iov_base, iov[i].iov_len);
+		off += iov[i].iov_len;
+	}
+	*lenp = len;
 	return buf;
 }
 
@@ -410,14 +421,26 @@ int
 ipc_send(struct ipc *ipc, uint16_t type, uint32_t id, int passfd, const void *data,
     size_t len)
 {
+	struct iovec iov;
+
+	iov.iov_base = (void *)data;
+	iov.iov_len = len;
+	return ipc_sendv(ipc, type, id, passfd, &iov, 1);
+}
+
+int
+ipc_sendv(struct ipc *ipc, uint16_t type, uint32_t id, int passfd, const struct iovec *iov,
+    size_t iovcnt)
+{
 	struct ipc_out *o;
+	size_t len;
 
 	if (ipc->dead)
 		return -1;
 	if ((o = calloc(1, sizeof(*o))) == NULL)
 		return -1;
 	o->fd = -1;
-	if ((o->buf = ipc_frame(type, id, passfd, data, len)) == NULL) {
+	if ((o->buf = ipc_frame(type, id, passfd, iov, iovcnt, &len)) == NULL) {
 		free(o);
 		return -1;
 	}
@@ -436,10 +459,13 @@ int
 ipc_send_sync(int fd, uint16_t type, uint32_t id, int passfd, const void *data, size_t len,
     char *err, size_t errlen)
 {
+	struct iovec iov;
 	unsigned char *buf;
 	ssize_t n;
 
-	if ((buf = ipc_frame(type, id, passfd, data, len)) == NULL) {
+	iov.iov_base = (void *)data;
+	iov.iov_len = len;
+	if ((buf = ipc_frame(type, id, passfd, &iov, 1, &len)) == NULL) {
 		snprintf(err, errlen, "ipc: message type %u too large or out of memory", type);
 		return -1;
 	}

@@ -65,6 +65,10 @@ const char *ipc_peer(const struct ipc *ipc);
  * 0, or -1 when it is too large or memory runs out. */
 int	ipc_send(struct ipc *ipc, uint16_t type, uint32_t id, int passfd,
 	    const void *data, size_t len);
+/* The same with the payload in pieces (copied once, into the record). */
+struct iovec;
+int	ipc_sendv(struct ipc *ipc, uint16_t type, uint32_t id, int passfd,
+	    const struct iovec *iov, size_t iovcnt);
 
 /*
  * Check one raw record against the rules: header version, known flags,
