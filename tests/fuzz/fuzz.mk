@@ -34,7 +34,7 @@ FUZZ_CFLAGS   ?= -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Wno-unused-paramet
 FUZZ_LIBS     := $(shell pkg-config --libs $(FUZZ_PKGS) 2>/dev/null)
 
 FUZZ_HARNESSES := smtp_parse smtp_path smtp_data smtp_reply config msg_header \
-                  vault_payload vault_file admin_json admin_query admin_request
+                  vault_payload vault_file admin_json admin_query admin_request relay_link
 FUZZ_TARGETS  ?= $(FUZZ_HARNESSES)
 
 # The objects each harness needs (sources without .c).
@@ -54,6 +54,8 @@ FUZZ_ADMIN := admin/admin_api admin/admin_reply admin/admin_util admin/admin_ses
 FUZZ_OBJS_admin_json    := $(FUZZ_ADMIN)
 FUZZ_OBJS_admin_query   := $(FUZZ_ADMIN)
 FUZZ_OBJS_admin_request := $(FUZZ_ADMIN)
+# The relay side's SUBMIT decoder; relay.c's three neighbours are stubs there.
+FUZZ_OBJS_relay_link    := proxy/relay_link proxy/ipc proxy/log proxy/util
 
 FUZZ_HDRS := $(wildcard vault/*.h proxy/*.h admin/*.h $(FUZZ_DIR)/*.h)
 FUZZ_BINS := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)

@@ -16,6 +16,8 @@ Input layouts (see each harness's header comment):
   smtp_reply   8 bytes split seed, 1 keyword byte, then the server's bytes
   config       the text
   msg_header   1 pick byte (field name, output size), then the message
+  relay_link   1 limits byte (max_rcpts, log_subject, max_data), then a
+               SUBMIT payload (the wire form of proxy/relay_link.c)
 """
 
 import hashlib
@@ -345,6 +347,47 @@ def seed_msg_header():
         put("msg_header", f"msg-{i:02d}", bytes([pick]) + msg)
 
 
+def rl_str(s):
+    if isinstance(s, str):
+        s = s.encode()
+    return struct.pack(">H", len(s)) + s
+
+
+def rl_nstr(s):
+    return struct.pack(">I", 0) + rl_str("") if s is None else struct.pack(">I", 1) + rl_str(s)
+
+
+def rl_submit(flags=0, queue_id="Q1", rcpts=("a@b.cd",), data=b"ddd",
+              fields=("x <x@y>", "Hello", "<m@x>")):
+    block = b"".join(rl_str(r) for r in rcpts)
+    head = struct.pack(">I", flags)
+    for s in (queue_id, "acct@example.com", "from@example.com", "192.0.2.1", "printer",
+              "printer.lan"):
+        head += rl_str(s)
+    for f in fields:
+        head += rl_nstr(f)
+    head += struct.pack(">IIQ", len(rcpts), len(block), len(data))
+    return head + block + data
+
+
+def seed_relay_link():
+    # limits byte: bits 0-1 max_rcpts (1, 2, 10, 10000), bit 2 log_subject,
+    # bits 3-4 max_data (0, 10, 1000, 1 MiB)
+    all_limits = 0x03 | 0x04 | 0x18
+    put("relay_link", "submit-00", bytes([all_limits]) + rl_submit())
+    put("relay_link", "submit-01", bytes([all_limits]) + rl_submit(
+        flags=3, rcpts=[f"r{i}@example.com" for i in range(12)],
+        data=b"Received: from x\r\n\r\nbody\r\n", fields=(None, None, None)))
+    put("relay_link", "submit-02", bytes([0x02 | 0x04 | 0x10]) + rl_submit(
+        queue_id="Q" * 23, rcpts=["r" * 256, "\xc3\xa9@x"], data=b"\x00" * 10,
+        fields=("f" * 1023, "", "<id>")))
+    put("relay_link", "submit-03", bytes([0x18]) + rl_submit(data=b"x" * 1000))
+    # Refused ones: no recipient, data past the limit, trailing byte.
+    put("relay_link", "bad-00", bytes([all_limits]) + rl_submit(rcpts=()))
+    put("relay_link", "bad-01", bytes([0x04 | 0x08]) + rl_submit(data=b"x" * 11))
+    put("relay_link", "bad-02", bytes([all_limits]) + rl_submit() + b"t")
+
+
 if __name__ == "__main__":
     seed_smtp_parse()
     seed_smtp_path()
@@ -352,3 +395,4 @@ if __name__ == "__main__":
     seed_smtp_reply()
     seed_config()
     seed_msg_header()
+    seed_relay_link()
