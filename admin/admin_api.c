@@ -443,13 +443,13 @@ route_metrics(struct admin_req *r, struct route_ctx *ctx)
 
 /* ---- Login and logout ------------------------------------------------------ */
 
+/* A login while the keeper checks it (KEEPER_ADMIN_VERIFY). */
 struct login_job {
-	struct admin_job	 job;
 	struct admin_req	*r;
-	struct cred_admin_check	 chk;
 	char			 typed[VAULT_NAME_MAX];
 	char			 ipkey[ADMIN_THROTTLE_KEY_MAX];
 	char			 userkey[ADMIN_THROTTLE_KEY_MAX];
+	struct vault_secret	 password;	/* until it is sent to the keeper */
 };
 
 static void
@@ -486,51 +486,43 @@ login_throttled(struct admin_req *r, const char *key, const char *user)
 }
 
 static void
-login_job_run(struct admin_job *job)
-{
-	struct login_job *lj = (struct login_job *)job;
-
-	cred_admin_check_run(&lj->chk);
-}
-
-static void
 login_job_free(struct login_job *lj)
 {
-	cred_admin_check_wipe(&lj->chk);
+	vault_secret_wipe(&lj->password);
 	sodium_memzero(lj, sizeof(*lj));
 	free(lj);
 }
 
+/* The keeper's answer, from a turn of the loop of its own. */
 static void
-login_job_done(struct admin_job *job)
+login_verified(void *arg, enum cred_login res, const char *name)
 {
-	struct login_job *lj = (struct login_job *)job;
+	struct login_job *lj = arg;
 	struct admin_req *r = lj->r;
 	struct admin_server *srv = r->srv;
 	const struct admin_session *s;
 	char id[ADMIN_TOKEN_HEX + 1], err[256], esc[128];
-	int ok = lj->chk.ok;
+	int ok = res == CRED_LOGIN_OK;
 
-	if (job->cancelled) {
-		login_job_free(lj);
-		return;
-	}
-	admin_throttle_end(srv->throttle, lj->ipkey, admin_now(), !ok);
-	admin_throttle_end(srv->throttle, lj->userkey, admin_now(), !ok);
-	if (!ok) {
+	admin_throttle_end(srv->throttle, lj->ipkey, admin_now(), res == CRED_LOGIN_FAILED);
+	admin_throttle_end(srv->throttle, lj->userkey, admin_now(), res == CRED_LOGIN_FAILED);
+	if (res == CRED_LOGIN_BUSY) {
+		admin_reply_error(r, 503, "busy; try again");
+		admin_reply_header(r, "Retry-After", "1");
+	} else if (!ok) {
 		login_audit(srv, AUDIT_ADMIN_LOGIN_FAILED, lj->typed, r->ip,
 		    "wrong user name or password");
 		log_warn("event=admin_login_failed user=%s ip=%s",
 		    log_escape(esc, sizeof(esc), lj->typed, strlen(lj->typed)), r->ip);
 		admin_reply_error(r, 401, "wrong user name or password");
-	} else if (credstore_admin_audit(srv->cs, AUDIT_ADMIN_LOGIN, lj->chk.name, r->ip, NULL,
+	} else if (credstore_admin_audit(srv->cs, AUDIT_ADMIN_LOGIN, name, r->ip, NULL,
 	    err, sizeof(err)) == -1) {
 		/* A login that cannot be recorded does not happen. */
 		log_err("event=audit_failed what=admin_login error=\"%s\"", err);
 		admin_reply_error(r, 503, "the audit log cannot be written; login refused");
 	} else {
 		admin_throttle_clear(srv->throttle, lj->userkey);
-		s = admin_session_create(srv->sessions, lj->chk.name, r->ip, admin_now(), id);
+		s = admin_session_create(srv->sessions, name, r->ip, admin_now(), id);
 		cookie_set(r, id, 0);
 		sodium_memzero(id, sizeof(id));
 		log_info("event=admin_login user=%s ip=%s", s->user, r->ip);
@@ -542,6 +534,16 @@ login_job_done(struct admin_job *job)
 	login_job_free(lj);
 }
 
+/* The server stops before the keeper answered. */
+static void
+login_cancel(struct admin_req *r)
+{
+	struct login_job *lj = r->pending;
+
+	credstore_admin_verify_cancel(r->srv->cs, lj);
+	login_job_free(lj);
+}
+
 static void
 route_login(struct admin_req *r, struct route_ctx *ctx)
 {
@@ -550,6 +552,7 @@ route_login(struct admin_req *r, struct route_ctx *ctx)
 	json_t *body = NULL, *u;
 	const char *name;
 	size_t i;
+	int rc;
 
 	if (change_allowed(r, NULL) == -1)
 		return;
@@ -577,23 +580,24 @@ route_login(struct admin_req *r, struct route_ctx *ctx)
 			lj->userkey[i] = (char)(lj->userkey[i] - 'A' + 'a');
 	if (login_throttled(r, lj->userkey, name) == -1)
 		goto fail;
-	if (take_password(r, body, 0, &lj->chk.password) == -1)
+	if (take_password(r, body, 0, &lj->password) == -1)
 		goto fail;
 	json_decref(body);
 	body = NULL;
-	credstore_admin_check_prepare(r->srv->cs, lj->typed, &lj->chk);
-	lj->job.run = login_job_run;
-	lj->job.done = login_job_done;
 	admin_throttle_begin(r->srv->throttle, lj->ipkey, admin_now());
 	admin_throttle_begin(r->srv->throttle, lj->userkey, admin_now());
-	if (admin_workers_submit(r->srv->workers, &lj->job) == -1) {
+	/* The keeper checks it; this process keeps no copy once it is sent. */
+	rc = credstore_admin_verify(r->srv->cs, r->srv->base, lj->typed, &lj->password,
+	    login_verified, lj);
+	vault_secret_wipe(&lj->password);
+	if (rc == -1) {
 		admin_throttle_end(r->srv->throttle, lj->ipkey, admin_now(), 0);
 		admin_throttle_end(r->srv->throttle, lj->userkey, admin_now(), 0);
 		admin_reply_error(r, 503, "busy; try again");
 		admin_reply_header(r, "Retry-After", "1");
 		goto fail;
 	}
-	admin_req_suspend(r, lj, NULL);
+	admin_req_suspend(r, lj, login_cancel);
 	return;
 fail:
 	if (body != NULL) {

@@ -486,6 +486,22 @@ credstore_account_remove(struct credstore *cs, const char *addr, const char *by,
 	    errlen);
 }
 
+int
+credstore_admin_verify(struct credstore *cs, struct event_base *base, const char *name,
+    const struct vault_secret *password, cred_login_cb *cb, void *arg)
+{
+	if (cs->remote == NULL)
+		return -1;
+	return credclient_admin_verify(cs->remote, base, name, password, cb, arg);
+}
+
+void
+credstore_admin_verify_cancel(struct credstore *cs, void *arg)
+{
+	if (cs->remote != NULL)
+		credclient_admin_verify_cancel(cs->remote, arg);
+}
+
 void
 credstore_admin_check_prepare(struct credstore *cs, const char *name,
     struct cred_admin_check *chk)
@@ -493,10 +509,9 @@ credstore_admin_check_prepare(struct credstore *cs, const char *name,
 	const struct vault_admin *ad;
 	size_t i;
 
-	if (cs->remote != NULL) {
-		credclient_admin_check_prepare(cs->remote, name, chk);
-		return;
-	}
+	/* The keeper's own store only: a client never sees a hash. */
+	if (cs->remote != NULL)
+		fatal("credstore_admin_check_prepare() on a keeper's client");
 	strlcpy(chk->name, name, sizeof(chk->name));
 	strlcpy(chk->hash, cred_dummy_admin_hash, sizeof(chk->hash));
 	chk->exists = 0;

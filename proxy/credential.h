@@ -132,12 +132,28 @@ enum cred_admin_result credstore_account_remove(struct credstore *cs, const char
 	    const char *by, const char *ip, char *err, size_t errlen);
 
 /*
- * Admin login. vault_admin_verify() costs one Argon2id run (50-100 ms), too
- * long for the event loop, and must not read the vault while the loop may
- * reload it. So: prepare (loop thread) copies the user's hash, which is not
- * a secret, or a fixed dummy hash when there is no such user (same cost, so
- * timing does not tell whether a name exists); run (any thread) checks the
- * password against the copy; wipe clears the password.
+ * Admin login. The admin process asks the keeper (credstore_admin_verify),
+ * which checks (user, password) against the stored Argon2id hash and
+ * answers OK or not: the hash never leaves the keeper. The answer comes
+ * from a later turn of base's loop: cb(arg, result, name), name as stored
+ * when OK. Returns 0, or -1 (not a keeper's client; out of memory), and cb
+ * is then never called. cancel: the caller behind arg went away.
+ */
+enum cred_login { CRED_LOGIN_FAILED = 0, CRED_LOGIN_OK = 1, CRED_LOGIN_BUSY = 2 };
+typedef void cred_login_cb(void *arg, enum cred_login res, const char *name);
+struct event_base;
+int	credstore_admin_verify(struct credstore *cs, struct event_base *base,
+	    const char *name, const struct vault_secret *password, cred_login_cb *cb,
+	    void *arg);
+void	credstore_admin_verify_cancel(struct credstore *cs, void *arg);
+
+/*
+ * The keeper's side of it. vault_admin_verify() costs one Argon2id run
+ * (0.1-0.5 s), too long for the keeper's loop, and must not read the vault
+ * while the loop may reload it. So: prepare (loop thread) copies the user's
+ * hash, which stays in the keeper, or a fixed dummy hash when there is no
+ * such user (same cost, so timing does not tell whether a name exists); run
+ * (any thread) checks the password against the copy; wipe clears both.
  */
 struct cred_admin_check {
 	char			name[VAULT_NAME_MAX];

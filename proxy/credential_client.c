@@ -6,6 +6,12 @@
  * answers out of turn is a broken invariant: the daemon logs and exits, and
  * its parent sees it. Every buffer that held a reply is wiped, since a
  * FETCH reply carries a credential.
+ *
+ * One request is asynchronous: an admin login (KEEPER_ADMIN_VERIFY), which
+ * the keeper answers once its Argon2id run is done, 0.1-0.5 s later. Its
+ * answer may arrive while a synchronous call waits for its own (it is kept
+ * and handed over from the next loop turn) or while nothing waits (an event
+ * on the channel reads it).
  */
 #include "credential_client.h"
 
@@ -14,18 +20,41 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sys/queue.h>
+
+#include <event2/event.h>
 #include <sodium.h>
 
 #include "ipc.h"
 #include "keeper.h"
+#include "keeper_verify.h"
 #include "log.h"
 #include "util.h"
+
+#define CREDCLIENT_LOGINS_MAX	64	/* logins waiting for the keeper's answer */
+
+/* A login the keeper is checking. A cancelled one stays listed, without a
+ * callback, until its answer comes, so that the answer is recognised. */
+struct credclient_login {
+	TAILQ_ENTRY(credclient_login) entry;
+	uint32_t		 id;
+	int			 answered;
+	enum cred_login		 res;
+	char			 name[VAULT_NAME_MAX];
+	cred_login_cb		*cb;
+	void			*arg;
+};
+TAILQ_HEAD(credclient_login_list, credclient_login);
 
 struct credclient {
 	int		 fd;
 	uint32_t	 next_id;
 	unsigned char	*rbuf;		/* IPC_MSG_MAX, wiped after each call */
 	unsigned char	*wbuf;		/* KEEPER_REQ_MAX, wiped after each call */
+	struct event	*ev_read;	/* login answers while no call waits */
+	struct event	*ev_done;	/* hands answered logins over */
+	struct credclient_login_list logins;
+	size_t		 n_logins;
 };
 
 struct credclient *
@@ -36,6 +65,7 @@ credclient_new(int fd)
 	if ((cc = calloc(1, sizeof(*cc))) == NULL)
 		return NULL;
 	cc->fd = fd;
+	TAILQ_INIT(&cc->logins);
 	if ((cc->rbuf = malloc(IPC_MSG_MAX)) == NULL ||
 	    (cc->wbuf = malloc(KEEPER_REQ_MAX)) == NULL) {
 		free(cc->rbuf);
@@ -48,8 +78,19 @@ credclient_new(int fd)
 void
 credclient_free(struct credclient *cc)
 {
+	struct credclient_login *l;
+
 	if (cc == NULL)
 		return;
+	while ((l = TAILQ_FIRST(&cc->logins)) != NULL) {
+		TAILQ_REMOVE(&cc->logins, l, entry);
+		sodium_memzero(l, sizeof(*l));
+		free(l);
+	}
+	if (cc->ev_read != NULL)
+		event_free(cc->ev_read);
+	if (cc->ev_done != NULL)
+		event_free(cc->ev_done);
 	close(cc->fd);
 	sodium_memzero(cc->rbuf, IPC_MSG_MAX);
 	sodium_memzero(cc->wbuf, KEEPER_REQ_MAX);
@@ -73,12 +114,41 @@ credclient_fatal(uint16_t type, const char *why)
 	exit(IPC_EXIT_FATAL);
 }
 
+/* A login's answer: keep it for the next loop turn. */
+static void
+credclient_login_answer(struct credclient *cc, const struct ipc_msg *m)
+{
+	struct ipc_rd r = { m->data, m->len, 0, 0 };
+	struct credclient_login *l;
+	char name[VAULT_NAME_MAX];
+	uint32_t res;
+
+	TAILQ_FOREACH(l, &cc->logins, entry)
+		if (l->id == m->id && !l->answered)
+			break;
+	if (l == NULL)
+		credclient_fatal(m->type, "answer to an unknown login");
+	res = ipc_get_u32(&r);
+	ipc_get_str(&r, name, sizeof(name));
+	if (res > CRED_LOGIN_BUSY || (res == CRED_LOGIN_OK) != (name[0] != '\0'))
+		r.failed = 1;
+	if (ipc_rd_done(&r) == -1)
+		credclient_fatal(m->type, "malformed login answer");
+	l->answered = 1;
+	l->res = (enum cred_login)res;
+	strlcpy(l->name, name, sizeof(l->name));
+	sodium_memzero(cc->rbuf, IPC_HDR_LEN + m->len);
+	event_active(cc->ev_done, EV_TIMEOUT, 0);
+}
+
 /* Send the request in b, wait for its reply; r reads the reply. */
 static void
 credclient_call(struct credclient *cc, uint16_t type, struct ipc_buf *b, struct ipc_rd *r)
 {
-	const struct ipc_rule rule = { (uint16_t)(type | KEEPER_REPLY), 0, KEEPER_REPLY_MAX,
-	    IPC_FD_NONE };
+	const struct ipc_rule rules[] = {
+		{ (uint16_t)(type | KEEPER_REPLY), 0, KEEPER_REPLY_MAX, IPC_FD_NONE },
+		{ KEEPER_ADMIN_VERIFY | KEEPER_REPLY, 6, KEEPER_VERIFY_REPLY_MAX, IPC_FD_NONE },
+	};
 	struct ipc_msg m;
 	char err[256];
 	uint32_t id = ++cc->next_id;
@@ -90,8 +160,15 @@ credclient_call(struct credclient *cc, uint16_t type, struct ipc_buf *b, struct 
 		credclient_fatal(type, err);
 	}
 	sodium_memzero(b->p, b->len);
-	if (ipc_recv_sync(cc->fd, &rule, 1, cc->rbuf, IPC_MSG_MAX, &m, err, sizeof(err)) == -1)
-		credclient_fatal(type, err);
+	for (;;) {
+		/* Login answers only where a login was asked for. */
+		if (ipc_recv_sync(cc->fd, rules, TAILQ_EMPTY(&cc->logins) ? 1 : 2, cc->rbuf,
+		    IPC_MSG_MAX, &m, err, sizeof(err)) == -1)
+			credclient_fatal(type, err);
+		if (m.type != (KEEPER_ADMIN_VERIFY | KEEPER_REPLY))
+			break;
+		credclient_login_answer(cc, &m);
+	}
 	if (m.id != id)
 		credclient_fatal(type, "reply to another request");
 	r->p = m.data;
@@ -320,23 +397,122 @@ credclient_account_change(struct credclient *cc, int type, const char *addr, con
 	return credclient_admin_result(cc, (uint16_t)type, &r, version, err, errlen);
 }
 
-void
-credclient_admin_check_prepare(struct credclient *cc, const char *name,
-    struct cred_admin_check *chk)
+/* Idle: the only thing the keeper may send is a login's answer. */
+static void
+credclient_on_read(evutil_socket_t fd, short what, void *arg)
+{
+	const struct ipc_rule rule = { KEEPER_ADMIN_VERIFY | KEEPER_REPLY, 6,
+	    KEEPER_VERIFY_REPLY_MAX, IPC_FD_NONE };
+	struct credclient *cc = arg;
+	struct ipc_msg m;
+	char err[256];
+
+	if (TAILQ_EMPTY(&cc->logins)) {
+		/* Nothing is expected: the keeper went away (EOF), or broke. */
+		if (ipc_recv_sync(cc->fd, &rule, 0, cc->rbuf, IPC_MSG_MAX, &m, err,
+		    sizeof(err)) == -1)
+			credclient_fatal(0, err);
+		credclient_fatal(m.type, "unexpected message");
+	}
+	if (ipc_recv_sync(cc->fd, &rule, 1, cc->rbuf, IPC_MSG_MAX, &m, err, sizeof(err)) == -1)
+		credclient_fatal(KEEPER_ADMIN_VERIFY, err);
+	credclient_login_answer(cc, &m);
+}
+
+/* Hand every answered login over, one at a time (a callback may start or
+ * cancel others). */
+static void
+credclient_on_done(evutil_socket_t fd, short what, void *arg)
+{
+	struct credclient *cc = arg;
+	struct credclient_login *l;
+	char name[VAULT_NAME_MAX];
+	enum cred_login res;
+	cred_login_cb *cb;
+	void *cbarg;
+
+	for (;;) {
+		TAILQ_FOREACH(l, &cc->logins, entry)
+			if (l->answered)
+				break;
+		if (l == NULL)
+			return;
+		TAILQ_REMOVE(&cc->logins, l, entry);
+		cc->n_logins--;
+		cb = l->cb;
+		cbarg = l->arg;
+		res = l->res;
+		strlcpy(name, l->name, sizeof(name));
+		sodium_memzero(l, sizeof(*l));
+		free(l);
+		if (cb != NULL)
+			cb(cbarg, res, name);
+	}
+}
+
+int
+credclient_admin_verify(struct credclient *cc, struct event_base *base, const char *name,
+    const struct vault_secret *password, cred_login_cb *cb, void *arg)
 {
 	struct ipc_buf b = credclient_req(cc);
-	struct ipc_rd r;
-	char typed[VAULT_NAME_MAX];
+	struct credclient_login *l;
+	char typed[VAULT_NAME_MAX], err[256];
 
-	/* The caller bounds the name; cut it the same way as the local path. */
+	if (cc->ev_done == NULL) {
+		if ((cc->ev_done = event_new(base, -1, 0, credclient_on_done, cc)) == NULL)
+			return -1;
+		if ((cc->ev_read = event_new(base, cc->fd, EV_READ | EV_PERSIST,
+		    credclient_on_read, cc)) == NULL || event_add(cc->ev_read, NULL) == -1) {
+			if (cc->ev_read != NULL)
+				event_free(cc->ev_read);
+			event_free(cc->ev_done);
+			cc->ev_read = cc->ev_done = NULL;
+			return -1;
+		}
+	}
+	if (cc->n_logins >= CREDCLIENT_LOGINS_MAX || (l = calloc(1, sizeof(*l))) == NULL)
+		return -1;
+	/* The caller bounds both; the keeper refuses anything else. */
 	strlcpy(typed, name, sizeof(typed));
+	if (typed[0] == '\0' || password->len == 0 || password->len > VAULT_SECRET_MAX) {
+		free(l);
+		return -1;
+	}
 	ipc_put_str(&b, typed);
-	credclient_call(cc, KEEPER_ADMIN_HASH, &b, &r);
-	ipc_get_str(&r, chk->name, sizeof(chk->name));
-	ipc_get_str(&r, chk->hash, sizeof(chk->hash));
-	chk->exists = ipc_get_u32(&r) != 0;
-	chk->ok = 0;
-	credclient_done(cc, KEEPER_ADMIN_HASH, &r);
+	ipc_put_bytes(&b, password->buf, password->len);
+	l->id = ++cc->next_id;
+	l->cb = cb;
+	l->arg = arg;
+	if (b.failed || ipc_send_sync(cc->fd, KEEPER_ADMIN_VERIFY, l->id, -1, b.p, b.len, err,
+	    sizeof(err)) == -1) {
+		sodium_memzero(b.p, b.len);
+		credclient_fatal(KEEPER_ADMIN_VERIFY, b.failed ? "request does not fit" : err);
+	}
+	sodium_memzero(b.p, b.len);
+	TAILQ_INSERT_TAIL(&cc->logins, l, entry);
+	cc->n_logins++;
+	return 0;
+}
+
+void
+credclient_admin_verify_cancel(struct credclient *cc, void *arg)
+{
+	struct credclient_login *l, *next;
+
+	for (l = TAILQ_FIRST(&cc->logins); l != NULL; l = next) {
+		next = TAILQ_NEXT(l, entry);
+		if (l->arg != arg || l->cb == NULL)
+			continue;
+		if (l->answered) {
+			TAILQ_REMOVE(&cc->logins, l, entry);
+			cc->n_logins--;
+			sodium_memzero(l, sizeof(*l));
+			free(l);
+		} else {
+			l->cb = NULL;
+			l->arg = NULL;
+		}
+	}
 }
 
 static int

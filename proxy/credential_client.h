@@ -34,8 +34,10 @@ enum cred_admin_result credclient_account_rotate(struct credclient *cc, const ch
 enum cred_admin_result credclient_account_change(struct credclient *cc, int type,
 	    const char *addr, const char *by, const char *ip, uint32_t *version,
 	    char *err, size_t errlen);
-void	credclient_admin_check_prepare(struct credclient *cc, const char *name,
-	    struct cred_admin_check *chk);
+int	credclient_admin_verify(struct credclient *cc, struct event_base *base,
+	    const char *name, const struct vault_secret *password, cred_login_cb *cb,
+	    void *arg);
+void	credclient_admin_verify_cancel(struct credclient *cc, void *arg);
 int	credclient_admin_audit(struct credclient *cc, int action, const char *user,
 	    const char *ip, const char *reason, char *err, size_t errlen);
 /* The audit forwarder's callbacks (arg: the credclient). */

@@ -24,6 +24,7 @@
 #include "audit.h"
 #include "cli.h"
 #include "credential.h"
+#include "keeper_verify.h"
 #include "log.h"
 #include "privdrop.h"
 #include "sandbox.h"
@@ -46,13 +47,31 @@ const struct ipc_rule keeper_rules_daemon[] = {
 	RQ(KEEPER_ROTATE, 1, KEEPER_REQ_MAX),
 	RQ(KEEPER_ROLLBACK, 14, 3 * (6 + VAULT_ADDR_MAX)),
 	RQ(KEEPER_REMOVE, 14, 3 * (6 + VAULT_ADDR_MAX)),
-	RQ(KEEPER_ADMIN_HASH, 2, 2 + VAULT_NAME_MAX),
+	RQ(KEEPER_ADMIN_VERIFY, KEEPER_VERIFY_REQ_MIN, KEEPER_VERIFY_REQ_MAX),
 	RQ(KEEPER_ADMIN_AUDIT, 22, 4 + 3 * (6 + KEEPER_STR_MAX)),
 	RQ(KEEPER_AUDIT_APPEND, 3, KEEPER_REQ_MAX),
 	RQ(KEEPER_AUDIT_REOPEN, 0, 0),
 };
 const size_t keeper_n_rules_daemon = sizeof(keeper_rules_daemon) /
     sizeof(keeper_rules_daemon[0]);
+
+/* The admin process: account views and changes, admin logins (checked
+ * here: KEEPER_ADMIN_VERIFY) and their audit events. Never FETCH; no hash
+ * goes out. */
+const struct ipc_rule keeper_rules_admin[] = {
+	RQ(KEEPER_INFO, 2, 2 + VAULT_ADDR_MAX),
+	RQ(KEEPER_HEALTHY, 0, 0),
+	RQ(KEEPER_COUNT, 0, 0),
+	RQ(KEEPER_VIEW, 8, 8),
+	RQ(KEEPER_ADD, 1, KEEPER_REQ_MAX),
+	RQ(KEEPER_ROTATE, 1, KEEPER_REQ_MAX),
+	RQ(KEEPER_ROLLBACK, 14, 3 * (6 + VAULT_ADDR_MAX)),
+	RQ(KEEPER_REMOVE, 14, 3 * (6 + VAULT_ADDR_MAX)),
+	RQ(KEEPER_ADMIN_VERIFY, KEEPER_VERIFY_REQ_MIN, KEEPER_VERIFY_REQ_MAX),
+	RQ(KEEPER_ADMIN_AUDIT, 22, 4 + 3 * (6 + KEEPER_STR_MAX)),
+};
+const size_t keeper_n_rules_admin = sizeof(keeper_rules_admin) /
+    sizeof(keeper_rules_admin[0]);
 
 const struct ipc_rule keeper_rules_audit[] = {
 	RQ(KEEPER_AUDIT_APPEND, 3, KEEPER_REQ_MAX),
@@ -84,6 +103,7 @@ struct keeper {
 	struct credstore	*cs;
 	struct audit		*audit;
 	struct event		*ev_poll;
+	struct keeper_verifier	*verifier;	/* admin logins (keeper_verify.c) */
 };
 
 /* ---- Shared wire forms ------------------------------------------------------ */
@@ -285,14 +305,15 @@ keeper_recv(struct ipc *ipc, const struct ipc_msg *m, void *arg)
 	char addr[VAULT_ADDR_MAX], acct[VAULT_ADDR_MAX], by[VAULT_ADDR_MAX];
 	char ip[VAULT_ADDR_MAX], text[KEEPER_STR_MAX], err[KEEPER_ERR_MAX] = "";
 	struct cred_account_view view;
-	struct cred_admin_check chk;
 	struct vault_account tmpl;
 	struct vault_secret secret;
 	struct cred_info ci;
 	struct cred cred;
 	enum cred_result res;
 	enum cred_admin_result ar;
-	char *pby, *pip, *ptext;
+	char *pby, *pip, *ptext, name[VAULT_NAME_MAX];
+	const unsigned char *pw;
+	size_t pwlen;
 	uint32_t version = 0, action, ok;
 	uint64_t idx;
 	int rc, malformed;
@@ -404,17 +425,15 @@ keeper_recv(struct ipc *ipc, const struct ipc_msg *m, void *arg)
 			ar = credstore_account_remove(k->cs, addr, pby, pip, err, sizeof(err));
 		keeper_admin_reply(k, m, &b, ar, version, err);
 		return;
-	case KEEPER_ADMIN_HASH:
-		ipc_get_str(&r, addr, sizeof(addr));
-		if (ipc_rd_done(&r) == -1 || strlen(addr) >= VAULT_NAME_MAX)
+	case KEEPER_ADMIN_VERIFY:
+		/* Answered later, from the checking thread's result. */
+		ipc_get_str(&r, name, sizeof(name));
+		pw = ipc_get_bytes(&r, &pwlen);
+		if (ipc_rd_done(&r) == -1 || name[0] == '\0' || pwlen == 0 ||
+		    pwlen > VAULT_SECRET_MAX)
 			break;
-		memset(&chk, 0, sizeof(chk));
-		credstore_admin_check_prepare(k->cs, addr, &chk);
-		ipc_put_str(&b, chk.name);
-		ipc_put_str(&b, chk.hash);
-		ipc_put_u32(&b, (uint32_t)chk.exists);
-		cred_admin_check_wipe(&chk);
-		keeper_reply(k, m, &b);
+		keeper_verifier_submit(k->verifier, k->cs, c->ipc, m->type, m->id, name, pw,
+		    pwlen);
 		return;
 	case KEEPER_ADMIN_AUDIT:
 		action = ipc_get_u32(&r);
@@ -500,7 +519,10 @@ keeper_serve(const struct keeper_channel *ch, size_t n, struct credstore *cs,
 	if ((k.ev_poll = event_new(k.base, -1, EV_PERSIST, keeper_on_poll, &k)) == NULL ||
 	    event_add(k.ev_poll, &poll) == -1)
 		fatal("keeper: cannot set up the event loop");
+	if ((k.verifier = keeper_verifier_new(k.base)) == NULL)
+		fatal("keeper: cannot start the login checker");
 	event_base_dispatch(k.base);
+	keeper_verifier_free(k.verifier);
 	for (i = 0; i < k.n_chan; i++)
 		ipc_free(k.chan[i].ipc);
 	event_free(k.ev_poll);

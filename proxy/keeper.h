@@ -35,7 +35,7 @@ enum keeper_msg {
 	KEEPER_ROTATE,
 	KEEPER_ROLLBACK,
 	KEEPER_REMOVE,
-	KEEPER_ADMIN_HASH,
+	KEEPER_ADMIN_VERIFY,	/* an admin login: ok or not (keeper_verify.h) */
 	KEEPER_ADMIN_AUDIT,
 	KEEPER_AUDIT_APPEND,
 	KEEPER_AUDIT_REOPEN,
@@ -51,6 +51,10 @@ enum keeper_msg {
  * the front end, relay and admin share one process). */
 extern const struct ipc_rule keeper_rules_daemon[];
 extern const size_t keeper_n_rules_daemon;
+/* The admin process: account views and changes, admin logins and their
+ * audit events. Never FETCH, and no admin password hash. */
+extern const struct ipc_rule keeper_rules_admin[];
+extern const size_t keeper_n_rules_admin;
 /* The queue I/O thread's channel: audit appends and reopen, nothing else. */
 extern const struct ipc_rule keeper_rules_audit[];
 extern const size_t keeper_n_rules_audit;

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/ioctl.h>
 #include <termios.h>
 
@@ -37,10 +38,42 @@ static const char *const sandbox_keeper_calls[] = {
 	/* signals, threads' locks, the end */
 	"rt_sigreturn", "rt_sigprocmask", "rt_sigaction", "sigaltstack", "futex",
 	"sched_yield", "prlimit64", "getrlimit", "exit", "exit_group",
+	/* the login checker's thread (keeper_verify.c): a new thread sets these
+	 * up; clone() itself only for threads (sandbox_allow_threads) */
+	"set_robust_list", "rseq",
 };
 
+/*
+ * Threads, never processes: clone() only with CLONE_THREAD. clone3() passes
+ * its flags in memory, out of a filter's sight: it fails with ENOSYS, and
+ * glibc's pthread_create() then falls back to clone().
+ */
 static int
-sandbox_install(const char *what, const char *const *calls, size_t n, char *err,
+sandbox_allow_threads(scmp_filter_ctx ctx, char *err, size_t errlen)
+{
+	struct scmp_arg_cmp thread;
+	int rc, nr;
+
+	memset(&thread, 0, sizeof(thread));
+	thread.arg = 0;
+	thread.op = SCMP_CMP_MASKED_EQ;
+	thread.datum_a = CLONE_THREAD;
+	thread.datum_b = CLONE_THREAD;
+	if ((rc = seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone), 1,
+	    &thread)) < 0) {
+		snprintf(err, errlen, "seccomp: allow clone for threads: %s", strerror(-rc));
+		return -1;
+	}
+	if ((nr = seccomp_syscall_resolve_name("clone3")) != __NR_SCMP_ERROR &&
+	    (rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), nr, 0)) < 0) {
+		snprintf(err, errlen, "seccomp: clone3: %s", strerror(-rc));
+		return -1;
+	}
+	return 0;
+}
+
+static int
+sandbox_install(const char *what, const char *const *calls, size_t n, int threads, char *err,
     size_t errlen)
 {
 	struct scmp_arg_cmp tcgets;
@@ -69,6 +102,8 @@ sandbox_install(const char *what, const char *const *calls, size_t n, char *err,
 			goto fail;
 		}
 	}
+	if (threads && sandbox_allow_threads(ctx, err, errlen) == -1)
+		goto fail;
 	/* stdio asks whether stderr is a terminal; nothing else. */
 	if ((rc = seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
 	    &tcgets)) < 0) {
@@ -156,5 +191,5 @@ int
 sandbox_keeper(char *err, size_t errlen)
 {
 	return sandbox_install("keeper", sandbox_keeper_calls,
-	    sizeof(sandbox_keeper_calls) / sizeof(sandbox_keeper_calls[0]), err, errlen);
+	    sizeof(sandbox_keeper_calls) / sizeof(sandbox_keeper_calls[0]), 1, err, errlen);
 }

@@ -14,8 +14,9 @@
 #define SANDBOX_DISABLE_ENV	"SMTPVAULT_NO_SECCOMP"
 
 /* The vault keeper: files (vault, lock, audit log), its IPC socket, the
- * event loop, memory and time. No socket(), connect(), bind(), execve(),
- * fork(), ptrace(). 0, or -1 with err. */
+ * event loop, memory and time, and clone() for threads only (the login
+ * checker). No socket(), connect(), bind(), execve(), fork(), ptrace(). 0,
+ * or -1 with err. */
 int	sandbox_keeper(char *err, size_t errlen);
 
 /*

@@ -40,6 +40,12 @@ static struct {
 	void		*arg;
 } fake_checks[4];
 static size_t fake_n_checks;
+static struct {
+	cred_login_cb	*cb;
+	void		*arg;
+	int		 ok;
+} fake_logins[4];
+static size_t fake_n_logins;
 
 /* ---- Recording --------------------------------------------------------- */
 
@@ -441,29 +447,29 @@ credstore_account_remove(struct credstore *cs, const char *addr, const char *by,
 	return fake_store_result("removal", err, errlen);
 }
 
-void
-credstore_admin_check_prepare(struct credstore *cs, const char *name,
-    struct cred_admin_check *chk)
+/* The keeper's check of a login: answered after the route returns, as the
+ * keeper would from a later loop turn. */
+int
+credstore_admin_verify(struct credstore *cs, struct event_base *base, const char *name,
+    const struct vault_secret *password, cred_login_cb *cb, void *arg)
 {
-	/* The caller has filled chk->password already: keep it. */
-	strlcpy(chk->name, name, sizeof(chk->name));
-	chk->exists = strcmp(name, FAKE_ADMIN) == 0;
-	chk->ok = 0;
-}
-
-void
-cred_admin_check_run(struct cred_admin_check *chk)
-{
+	FUZZ_CHECK(fake_n_logins < ARRAY_SIZE(fake_logins), "too many logins");
+	if (fake.opts.workers_full)
+		return -1;
 	fake.login_checked++;
-	strlcpy(fake.login_name, chk->name, sizeof(fake.login_name));
-	secret_copy(&fake.login_pw, &chk->password);
-	chk->ok = chk->exists && fake.opts.login_ok;
+	strlcpy(fake.login_name, name, sizeof(fake.login_name));
+	secret_copy(&fake.login_pw, password);
+	fake_logins[fake_n_logins].cb = cb;
+	fake_logins[fake_n_logins].arg = arg;
+	fake_logins[fake_n_logins].ok = strcmp(name, FAKE_ADMIN) == 0 && fake.opts.login_ok;
+	fake_n_logins++;
+	return 0;
 }
 
 void
-cred_admin_check_wipe(struct cred_admin_check *chk)
+credstore_admin_verify_cancel(struct credstore *cs, void *arg)
 {
-	vault_secret_wipe(&chk->password);
+	FUZZ_CHECK(0, "a login was cancelled while the server runs");
 }
 
 int
@@ -506,6 +512,7 @@ fake_begin(const struct fake_opts *opts)
 	strlcpy(fake.csrf, s->csrf, sizeof(fake.csrf));
 	fake_n_jobs = 0;
 	fake_n_checks = 0;
+	fake_n_logins = 0;
 }
 
 void
@@ -600,6 +607,11 @@ fake_dispatch(struct admin_req *r)
 		fake_jobs[i]->done(fake_jobs[i]);
 	}
 	fake_n_jobs = 0;
+	/* The keeper answers each login. */
+	for (i = 0; i < fake_n_logins; i++)
+		fake_logins[i].cb(fake_logins[i].arg, fake_logins[i].ok ? CRED_LOGIN_OK :
+		    CRED_LOGIN_FAILED, fake_logins[i].ok ? FAKE_ADMIN : "");
+	fake_n_logins = 0;
 	/* The upstream answers each check of a new App Password. */
 	for (i = 0; i < fake_n_checks; i++) {
 		switch (fake.opts.verify) {
