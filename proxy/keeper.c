@@ -2,7 +2,7 @@
  * keeper.c: the vault keeper process (keeper.h). Forked by "serve" before
  * any listener exists, it unlocks the vault, opens the audit log, drops
  * privileges, says READY and then answers credstore requests, one at a time,
- * until the daemon closes the channel. A request that is malformed in any
+ * until the parent closes its channel. A request that is malformed in any
  * way (header, bounds, payload fields, a type this channel may not send) is
  * logged and ends the keeper, which ends the daemon: the processes are ours,
  * so a bad message means one of them is no longer behaving as written.
@@ -33,7 +33,7 @@
 #define KEEPER_POLL_SECONDS	1	/* SPEC: a changed vault is live within 2 s */
 #define KEEPER_ERR_MAX		512
 
-/* Requests from the daemon, with their payload bounds. */
+/* Requests by channel, with their payload bounds. */
 #define RQ(t, lo, hi)	{ (t), (lo), (hi), IPC_FD_NONE }
 const struct ipc_rule keeper_rules_daemon[] = {
 	RQ(KEEPER_RESOLVE, 2, 2 + VAULT_ADDR_MAX),
@@ -54,6 +54,25 @@ const struct ipc_rule keeper_rules_daemon[] = {
 };
 const size_t keeper_n_rules_daemon = sizeof(keeper_rules_daemon) /
     sizeof(keeper_rules_daemon[0]);
+
+/* The relay: one credential per upstream login and its result, audit. */
+const struct ipc_rule keeper_rules_relay[] = {
+	RQ(KEEPER_INFO, 2, 2 + VAULT_ADDR_MAX),
+	RQ(KEEPER_FETCH, 2, 2 + VAULT_ADDR_MAX),
+	RQ(KEEPER_REPORT_AUTH, 12, 2 + VAULT_ADDR_MAX + 8 + 2 + KEEPER_STR_MAX),
+	RQ(KEEPER_AUDIT_APPEND, 3, KEEPER_REQ_MAX),
+	RQ(KEEPER_AUDIT_REOPEN, 0, 0),
+};
+const size_t keeper_n_rules_relay = sizeof(keeper_rules_relay) /
+    sizeof(keeper_rules_relay[0]);
+
+/* The SMTP front end: which account an address is, "reject" events. */
+const struct ipc_rule keeper_rules_smtp[] = {
+	RQ(KEEPER_RESOLVE, 2, 2 + VAULT_ADDR_MAX),
+	RQ(KEEPER_AUDIT_APPEND, 3, KEEPER_REQ_MAX),
+};
+const size_t keeper_n_rules_smtp = sizeof(keeper_rules_smtp) /
+    sizeof(keeper_rules_smtp[0]);
 
 /* The admin process: account views and changes, admin logins (checked
  * here: KEEPER_ADMIN_VERIFY) and their audit events. Never FETCH; no hash
@@ -478,9 +497,10 @@ keeper_event(struct ipc *ipc, enum ipc_event ev, const char *why, void *arg)
 		log_err("event=keeper_fatal peer=%s error=\"%s\" action=exit", c->peer, why);
 		exit(IPC_EXIT_FATAL);
 	}
-	/* The daemon is gone or done: so is the keeper. Another channel
-	 * (the queue thread's) may close earlier. */
-	if (c->idx == KEEPER_CH_DAEMON) {
+	/* The parent is gone or done: so is the keeper. A child's channel
+	 * closes earlier when that child exits; the parent then ends the
+	 * daemon in order, and the keeper goes on answering the others. */
+	if (c->idx == KEEPER_CH_PARENT) {
 		log_info("event=keeper_exit reason=\"%s\"", why);
 		event_base_loopbreak(c->k->base);
 	}
@@ -539,8 +559,15 @@ keeper_child(struct cli *cli, const struct privdrop *pd, keeper_open_fn *open_va
     const int fds[KEEPER_CHANNELS])
 {
 	const struct keeper_channel ch[KEEPER_CHANNELS] = {
-		{ fds[KEEPER_CH_DAEMON], "daemon", keeper_rules_daemon, keeper_n_rules_daemon },
-		{ fds[KEEPER_CH_AUDIT], "queue-io", keeper_rules_audit, keeper_n_rules_audit },
+		[KEEPER_CH_PARENT] = { fds[KEEPER_CH_PARENT], "parent", NULL, 0 },
+		[KEEPER_CH_RELAY] = { fds[KEEPER_CH_RELAY], "relay", keeper_rules_relay,
+		    keeper_n_rules_relay },
+		[KEEPER_CH_QUEUE_IO] = { fds[KEEPER_CH_QUEUE_IO], "queue-io", keeper_rules_audit,
+		    keeper_n_rules_audit },
+		[KEEPER_CH_SMTP] = { fds[KEEPER_CH_SMTP], "smtp", keeper_rules_smtp,
+		    keeper_n_rules_smtp },
+		[KEEPER_CH_ADMIN] = { fds[KEEPER_CH_ADMIN], "admin", keeper_rules_admin,
+		    keeper_n_rules_admin },
 	};
 	unsigned char key[VAULT_KEY_BYTES];
 	struct credstore *cs;
@@ -550,8 +577,8 @@ keeper_child(struct cli *cli, const struct privdrop *pd, keeper_open_fn *open_va
 	int rc;
 
 	log_init("smtpvault[keeper]", 0);
-	/* The daemon's parent handles signals; the keeper ends when its
-	 * channel closes, after the daemon has drained. */
+	/* The parent handles signals; the keeper ends when the parent's
+	 * channel closes, after the other processes have drained. */
 	signal(SIGTERM, SIG_IGN);
 	signal(SIGINT, SIG_IGN);
 	signal(SIGHUP, SIG_IGN);
@@ -589,7 +616,7 @@ keeper_child(struct cli *cli, const struct privdrop *pd, keeper_open_fn *open_va
 		log_err("event=start error=\"%s\"", err);
 		_exit(EXIT_FAILED);
 	}
-	if (ipc_send_sync(fds[KEEPER_CH_DAEMON], KEEPER_READY, 0, -1, NULL, 0, err,
+	if (ipc_send_sync(fds[KEEPER_CH_PARENT], KEEPER_READY, 0, -1, NULL, 0, err,
 	    sizeof(err)) == -1) {
 		log_err("event=start error=\"%s\"", err);
 		_exit(EXIT_FAILED);
@@ -638,7 +665,7 @@ keeper_start(struct cli *cli, const struct privdrop *pd, keeper_open_fn *open_va
 	for (i = 0; i < KEEPER_CHANNELS; i++)
 		close(theirs[i]);
 	if ((buf = malloc(IPC_MSG_MAX)) == NULL ||
-	    ipc_recv_sync(mine[KEEPER_CH_DAEMON], keeper_rules_ready, 1, buf, IPC_MSG_MAX, &m,
+	    ipc_recv_sync(mine[KEEPER_CH_PARENT], keeper_rules_ready, 1, buf, IPC_MSG_MAX, &m,
 	    err, sizeof(err)) == -1) {
 		free(buf);
 		for (i = 0; i < KEEPER_CHANNELS; i++)

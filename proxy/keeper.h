@@ -47,10 +47,19 @@ enum keeper_msg {
 #define KEEPER_REPLY_MAX	(16 * 1024)	/* largest reply: an account view */
 #define KEEPER_STR_MAX		1024		/* err strings, replies, reasons */
 
-/* The requests the daemon's network side may make (all of them, for now:
- * the front end, relay and admin share one process). */
+/* Every request: the rule table of a process that runs the front end, the
+ * relay and the admin page together (tests, and a relay that still serves
+ * the admin page itself). */
 extern const struct ipc_rule keeper_rules_daemon[];
 extern const size_t keeper_n_rules_daemon;
+/* The relay: an account's facts, one credential per upstream login, the
+ * result of that login, audit appends and reopen. */
+extern const struct ipc_rule keeper_rules_relay[];
+extern const size_t keeper_n_rules_relay;
+/* The SMTP front end: which account an address is, and audit appends
+ * (refused connections and commands). Never FETCH. */
+extern const struct ipc_rule keeper_rules_smtp[];
+extern const size_t keeper_n_rules_smtp;
 /* The admin process: account views and changes, admin logins and their
  * audit events. Never FETCH, and no admin password hash. */
 extern const struct ipc_rule keeper_rules_admin[];
@@ -59,8 +68,19 @@ extern const size_t keeper_n_rules_admin;
 extern const struct ipc_rule keeper_rules_audit[];
 extern const size_t keeper_n_rules_audit;
 
-#define KEEPER_CHANNELS		2
-enum keeper_channel_id { KEEPER_CH_DAEMON = 0, KEEPER_CH_AUDIT = 1 };
+/*
+ * One channel per peer, each with its own rule table. The parent's carries
+ * READY once and nothing else; when it closes (the daemon is done, or its
+ * parent died) the keeper exits. The others may close earlier.
+ */
+enum keeper_channel_id {
+	KEEPER_CH_PARENT = 0,
+	KEEPER_CH_RELAY,
+	KEEPER_CH_QUEUE_IO,	/* the relay's spool I/O thread (delivery = queue) */
+	KEEPER_CH_SMTP,
+	KEEPER_CH_ADMIN,
+	KEEPER_CHANNELS
+};
 
 struct keeper_channel {
 	int			 fd;
@@ -72,8 +92,11 @@ struct keeper_channel {
 /*
  * Fork the keeper: it unlocks the vault (open_vault: cli_open_vault, which
  * lives with the CLI in main.c), opens the audit
- * log, drops privileges as the daemon does and then says READY on *fd. On
- * success returns EXIT_OK with the channels in fds and the child in *pid;
+ * log, drops privileges as the daemon does and then says READY on the
+ * parent's channel. On success returns EXIT_OK with the channels
+ * (enum keeper_channel_id: fds[KEEPER_CH_PARENT] is the caller's, the others
+ * are to be handed to the processes they are named after) and the child in
+ * *pid;
  * otherwise the keeper's exit status (EXIT_FAILED for a wrong passphrase,
  * EXIT_USAGE for a configuration problem) and nothing is left running.
  */
@@ -83,7 +106,7 @@ int	keeper_start(struct cli *cli, const struct privdrop *pd, keeper_open_fn *ope
 	    pid_t *pid, int fds[KEEPER_CHANNELS]);
 
 /* The keeper's side, for tests: serve requests on the channels until the
- * first (the daemon's) closes, with an opened credstore and audit log.
+ * first (the parent's) closes, with an opened credstore and audit log.
  * Never returns. */
 struct credstore;
 struct audit;

@@ -25,10 +25,12 @@
 #ifndef SMTPVAULT_PROC_H
 #define SMTPVAULT_PROC_H
 
+#include <stddef.h>
 #include <sys/types.h>
 
 struct cli;
 struct privdrop;
+struct event_base;
 
 enum proc_role { PROC_PARENT = 0, PROC_KEEPER, PROC_RELAY, PROC_SMTP, PROC_ADMIN, PROC_ROLES };
 
@@ -38,12 +40,29 @@ struct proc_env {
 	enum proc_role		 role;
 	struct cli		*cli;		/* config_path; cli->cfg is loaded */
 	const struct privdrop	*pd;		/* whom to become */
+	pid_t			 parent_pid;	/* a child whose parent is no longer this exits */
 	int			 parent_fd;	/* to the parent: proc_ready(); EOF = parent gone */
 	int			 keeper_fd;	/* this child's keeper channel (SOCK_SEQPACKET) */
 	int			 keeper_audit_fd; /* relay, delivery = queue: the I/O thread's channel */
 	int			 relay_fd;	/* smtp and admin: their channel to the relay */
 	int			 smtp_fd;	/* relay: the channel from the smtp front end */
 	int			 admin_fd;	/* relay: the channel from the admin process */
+	/*
+	 * Interim, until the front end and the admin page run in processes of
+	 * their own: the roles this process serves besides its own, each with
+	 * the keeper channel it would have had (so that the keeper's rule
+	 * tables hold already). NULL when that role has its own process.
+	 */
+	struct proc_env		*with_smtp;
+	struct proc_env		*with_admin;
+};
+
+/* Messages on parent_fd (SOCK_SEQPACKET, ipc.h), child to parent; the parent
+ * sends nothing but signals. */
+enum proc_msg {
+	PROC_MSG_READY = 1,	/* once, when the child serves; no payload */
+	PROC_MSG_RELOADED,	/* after each SIGHUP: u32 0 = reloaded, 1 = kept the old config */
+	PROC_MSG_END
 };
 
 /* The children's main functions; each returns the process's exit status. */
@@ -53,6 +72,72 @@ int	proc_admin_main(struct proc_env *env);		/* admin/admin_proc.c */
 
 /* Tell the parent this child serves (once, after its sandbox is on). */
 void	proc_ready(struct proc_env *env);
+
+/*
+ * The common start of every child (proc.c), right after fork(): name the
+ * process, close every fd that is not stdio or in env, have the kernel kill
+ * it when the parent dies (PR_SET_PDEATHSIG), ignore SIGINT (a terminal's ^C
+ * reaches the whole group; the parent turns it into an ordered stop),
+ * SIGPIPE and SIGXFSZ, no core dumps, not dumpable.
+ */
+void	proc_child_init(struct proc_env *env);
+/* After binding: become pd's user, then no core dumps, not dumpable and the
+ * parent-death signal again (a change of user clears them). 0, or -1 with
+ * err. */
+int	proc_child_drop(struct proc_env *env, char *err, size_t errlen);
+
+/*
+ * A child's signal handling on its event loop: SIGTERM (or EOF on parent_fd:
+ * the parent is gone) calls drain(arg) once, a second SIGTERM exits at
+ * once, and after drain_seconds(arg) the loop ends anyway; SIGHUP calls
+ * reload(arg), which returns 0 or -1 (kept the old configuration), and
+ * tells the parent (PROC_MSG_RELOADED). drain ends the loop itself
+ * (event_base_loopexit) when the process has nothing left to do.
+ */
+struct proc_ops {
+	void	(*drain)(void *arg);
+	int	(*reload)(void *arg);
+	int	(*drain_seconds)(void *arg);
+	void	*arg;
+};
+struct proc_events;
+struct proc_events *proc_events_new(struct event_base *base, struct proc_env *env,
+	    const struct proc_ops *ops);
+void	proc_events_free(struct proc_events *pe);
+/* After the loop: did it end because of the drain deadline? */
+int	proc_events_timed_out(const struct proc_events *pe);
+
+/*
+ * A child's configuration: the one it started with (taken over from
+ * env->cli->cfg) and, after a SIGHUP, the one it re-read. A replaced
+ * configuration may still be referenced by sessions that started under it,
+ * so it is kept for a day before it is freed.
+ */
+struct proc_config;
+struct proc_config *proc_config_new(struct proc_env *env);
+const struct config *proc_config_get(const struct proc_config *pc);
+/* Re-read the file; the new configuration, or NULL (logged) when the old
+ * one stays. */
+const struct config *proc_config_reload(struct proc_config *pc);
+void	proc_config_free(struct proc_config *pc);
+/* In-flight work gets the upstream timeout twice over plus the SMTP timeout
+ * after SIGTERM (the parent allows a little more). */
+int	proc_drain_seconds(const struct config *cfg);
+
+/*
+ * The SMTP front end's parts (proc_smtp.c): listeners and sessions with a
+ * keeper channel of their own (env->keeper_fd, taken over). In the smtp
+ * process relay is NULL and messages go over env->relay_fd; until that
+ * process exists, the relay process runs them with its relay.
+ */
+struct relay;
+struct proc_front;
+struct proc_front *proc_front_new(struct event_base *base, const struct config *cfg,
+	    struct proc_env *env, struct relay *relay, char *err, size_t errlen);
+void	proc_front_set_config(struct proc_front *pf, const struct config *cfg);
+/* Stop listening; done(arg) once every session and submit has ended. */
+void	proc_front_drain(struct proc_front *pf, void (*done)(void *), void *arg);
+void	proc_front_free(struct proc_front *pf);
 
 /* "keeper", "relay", "smtp", "admin", "parent": for logs (process=...). */
 const char *proc_role_name(enum proc_role role);

@@ -146,8 +146,8 @@ static const char *const sandbox_network_denied[] = {
 	"reboot", "acct", "quotactl",
 };
 
-int
-sandbox_network(char *err, size_t errlen)
+static int
+sandbox_deny(const char *what, char *err, size_t errlen)
 {
 	scmp_filter_ctx ctx;
 	uint32_t deny = SANDBOX_SANITIZER ? SCMP_ACT_ERRNO(EPERM) : SCMP_ACT_KILL_PROCESS;
@@ -155,7 +155,7 @@ sandbox_network(char *err, size_t errlen)
 	int nr, rc;
 
 	if (getenv(SANDBOX_DISABLE_ENV) != NULL) {
-		log_warn("event=sandbox process=network state=disabled reason=\"%s is set\"",
+		log_warn("event=sandbox process=%s state=disabled reason=\"%s is set\"", what,
 		    SANDBOX_DISABLE_ENV);
 		return 0;
 	}
@@ -180,7 +180,7 @@ sandbox_network(char *err, size_t errlen)
 		goto fail;
 	}
 	seccomp_release(ctx);
-	log_info("event=sandbox process=network state=on denied=%zu", n);
+	log_info("event=sandbox process=%s state=on denied=%zu", what, n);
 	return 0;
 fail:
 	seccomp_release(ctx);
@@ -192,4 +192,34 @@ sandbox_keeper(char *err, size_t errlen)
 {
 	return sandbox_install("keeper", sandbox_keeper_calls,
 	    sizeof(sandbox_keeper_calls) / sizeof(sandbox_keeper_calls[0]), 1, err, errlen);
+}
+
+int
+sandbox_network(char *err, size_t errlen)
+{
+	return sandbox_deny("network", err, errlen);
+}
+
+int
+sandbox_parent(char *err, size_t errlen)
+{
+	return sandbox_deny("parent", err, errlen);
+}
+
+int
+sandbox_relay(char *err, size_t errlen)
+{
+	return sandbox_deny("relay", err, errlen);
+}
+
+int
+sandbox_smtp(char *err, size_t errlen)
+{
+	return sandbox_deny("smtp", err, errlen);
+}
+
+int
+sandbox_admin(char *err, size_t errlen)
+{
+	return sandbox_deny("admin", err, errlen);
 }

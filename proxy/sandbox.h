@@ -31,4 +31,18 @@ int	sandbox_keeper(char *err, size_t errlen);
  */
 int	sandbox_network(char *err, size_t errlen);
 
+/* The parent of "serve" once its children run: signals, waiting for
+ * children, its channels, sd_notify. */
+int	sandbox_parent(char *err, size_t errlen);
+/* The relay process: upstream sockets, DNS, TLS, the spool and its I/O
+ * thread, the queue's control socket, its keeper channels. */
+int	sandbox_relay(char *err, size_t errlen);
+/* The SMTP front end: accepting LAN connections, TLS, its channels; on
+ * SIGHUP it re-reads the configuration and the certificate. */
+int	sandbox_smtp(char *err, size_t errlen);
+/* The admin process: accepting admin connections (HTTP, TLS), worker
+ * threads, reading the audit log, its channels to the keeper and the relay,
+ * and one upstream connection (DNS, TLS) to verify a new App Password. */
+int	sandbox_admin(char *err, size_t errlen);
+
 #endif

@@ -1,170 +1,265 @@
 /*
- * server.c: "smtpvault serve": fork the vault keeper (keeper.c), which
- * alone unlocks the vault and writes the audit log, then start the SMTP
- * front end, the relay and the admin server on one libevent loop as its
- * client, and run until SIGTERM / SIGINT (drain: stop listening, finish what
- * is in flight, exit 0). SIGHUP reloads the configuration; the keeper picks
- * up a changed vault file by itself. A keeper that dies ends the daemon.
+ * server.c: "smtpvault serve", the parent of the daemon's processes
+ * (proc.h), after OpenSMTPD's smtpd.c. It loads and checks the
+ * configuration, forks the vault keeper (keeper.c) before anything else
+ * exists, then the relay, the admin process and the SMTP front end, one
+ * after the other, each once the previous one said it serves; then it gives
+ * up root, installs its own seccomp filter and only supervises:
+ *
+ *   SIGTERM / SIGINT  stop in order: the front end and the admin process;
+ *                     once they are gone the relay (it finishes what is in
+ *                     flight); then the keeper (its channel is closed);
+ *                     exit 0
+ *   SIGHUP            forwarded; each child re-reads the configuration
+ *                     itself and says so; "event=reload" once all did
+ *   a child exits     unexpectedly, or fails to start: logged, the others
+ *                     are stopped in the same order, exit non-zero. Nothing
+ *                     restarts silently; systemd restarts the daemon
+ *
+ * A start-up failure keeps the child's exit status and its one error line
+ * (a wrong passphrase in the keeper: 1; a port in use: 2).
  */
 #include <errno.h>
 #include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <event2/event.h>
-#include <sodium.h>
 
-#include "admin.h"
-#include "audit.h"
 #include "cli.h"
-#include "credential.h"
 #include "fsperm.h"
+#include "ipc.h"
 #include "keeper.h"
 #include "log.h"
 #include "privdrop.h"
-#include "relay.h"
+#include "proc.h"
 #include "sandbox.h"
 #include "sdnotify.h"
-#include "smtp_session.h"
-
-#define VAULT_POLL_SECONDS	1	/* SPEC: a changed vault is live within 2 s */
-#define CONFIG_KEEP_SECONDS	86400	/* how long a replaced config stays valid */
 
 /*
- * A configuration replaced by SIGHUP may still be referenced by sessions that
- * started under it, so it is kept for a day (far longer than any session's
- * bounded life) before it is freed.
+ * Which roles run in processes of their own. Until the front end's and the
+ * admin page's processes are wired (relay_link.h, admin_proc.c), the relay
+ * process serves them (proc_env.with_smtp, with_admin).
  */
-struct old_config {
-	struct config		*cfg;
-	time_t			 replaced;
-	struct old_config	*next;
+#define SERVER_OWN_SMTP		1
+#define SERVER_OWN_ADMIN	0
+
+#define SERVER_RELOAD_SECONDS	10	/* a child that does not confirm a reload by then */
+#define SERVER_STOP_SLACK	10	/* seconds on top of the children's drain time */
+#define SERVER_START_GRACE_MS	2000	/* a child that failed to start has this to exit */
+#define SERVER_START_POLL_MS	10
+
+struct child {
+	pid_t		 pid;		/* 0: not running */
+	int		 fd;		/* the parent's end of its channel, or -1 */
+	struct ipc	*ipc;
+	int		 reload_pending;
+	int		 stopped;	/* SIGTERM sent (keeper: its channel closed) */
 };
 
 struct server {
 	struct cli		*cli;
-	struct config		*cfg;
-	struct old_config	*old;
 	struct event_base	*base;
-	struct credstore	*cs;
-	struct audit		*audit;
-	struct audit		*queue_audit;	/* the queue's own handle, for its thread */
-	struct relay		*relay;
-	struct smtp_server	*smtp;
-	struct admin_server	*admin;
-	struct event		*ev_term, *ev_int, *ev_hup, *ev_vault, *ev_deadline, *ev_chld;
-	pid_t			 keeper_pid;
-	int			 child_died;
+	struct child		 ch[PROC_ROLES];	/* by role; PROC_PARENT unused */
+	struct event		*ev_term, *ev_int, *ev_hup, *ev_chld, *ev_stop, *ev_reload;
 	struct sdnotify		*sd;		/* systemd: READY, RELOADING, STOPPING, watchdog */
-	int			 draining;
+	int			 stopping;
+	int			 failed;	/* a child ended unexpectedly */
+	int			 reload_kept;	/* a child kept its old configuration */
 };
 
-static void
-server_relay_drained(void *arg)
-{
-	struct server *s = arg;
+static const struct ipc_rule server_rules_ready[] = {
+	{ PROC_MSG_READY, 0, 0, IPC_FD_NONE },
+};
+static const struct ipc_rule server_rules_child[] = {
+	{ PROC_MSG_RELOADED, 4, 4, IPC_FD_NONE },
+};
 
+/* The order of the stop: the front end and the admin process, then the
+ * relay, then the keeper. */
+static const enum proc_role server_stop_order[][2] = {
+	{ PROC_SMTP, PROC_ADMIN },
+	{ PROC_RELAY, PROC_RELAY },
+	{ PROC_KEEPER, PROC_KEEPER },
+};
+
+static void	server_step(struct server *s);
+
+/* ---- Stopping ----------------------------------------------------------------- */
+
+static void
+server_close_channel(struct child *c)
+{
+	if (c->ipc != NULL) {
+		ipc_free(c->ipc);
+		c->ipc = NULL;
+		c->fd = -1;
+	} else if (c->fd != -1) {
+		close(c->fd);
+		c->fd = -1;
+	}
+}
+
+static void
+server_stop_child(struct server *s, enum proc_role role)
+{
+	struct child *c = &s->ch[role];
+
+	if (c->pid == 0 || c->stopped)
+		return;
+	c->stopped = 1;
+	/* The keeper ignores signals; it exits when its channel closes. */
+	if (role == PROC_KEEPER)
+		server_close_channel(c);
+	else
+		(void)kill(c->pid, SIGTERM);
+}
+
+/* One step of the ordered stop: stop the first group that still runs, and
+ * wait for it to be gone before the next. */
+static void
+server_step(struct server *s)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(server_stop_order) / sizeof(server_stop_order[0]); i++) {
+		if (s->ch[server_stop_order[i][0]].pid == 0 &&
+		    s->ch[server_stop_order[i][1]].pid == 0)
+			continue;
+		server_stop_child(s, server_stop_order[i][0]);
+		server_stop_child(s, server_stop_order[i][1]);
+		return;
+	}
 	log_info("event=stopped");
 	event_base_loopexit(s->base, NULL);
 }
 
 static void
-server_smtp_drained(void *arg)
+server_on_stop_deadline(evutil_socket_t fd, short what, void *arg)
 {
 	struct server *s = arg;
+	int r;
 
-	relay_drain(s->relay, server_relay_drained, s);
+	log_warn("event=drain_timeout action=kill");
+	for (r = PROC_KEEPER; r < PROC_ROLES; r++)
+		if (s->ch[r].pid > 0)
+			(void)kill(s->ch[r].pid, SIGKILL);
 }
 
 static void
-server_deadline(evutil_socket_t fd, short what, void *arg)
+server_stop(struct server *s)
 {
-	struct server *s = arg;
+	struct timeval tv = { 0, 0 };
 
-	log_warn("event=drain_timeout action=exit");
-	event_base_loopexit(s->base, NULL);
+	if (s->stopping)
+		return;
+	s->stopping = 1;
+	sdnotify_stopping(s->sd);
+	/* The children have their own deadline; this one is for a child that
+	 * hangs anyway. */
+	tv.tv_sec = (time_t)(proc_drain_seconds(&s->cli->cfg) + SERVER_STOP_SLACK);
+	if ((s->ev_stop = evtimer_new(s->base, server_on_stop_deadline, s)) != NULL)
+		evtimer_add(s->ev_stop, &tv);
+	server_step(s);
 }
 
 static void
 server_on_term(evutil_socket_t sig, short what, void *arg)
 {
 	struct server *s = arg;
-	struct timeval tv;
+	int r;
 
-	if (s->draining) {
+	if (s->stopping) {
+		/* A second signal: every child stops now (a second SIGTERM ends
+		 * a child at once). */
 		log_warn("event=signal signal=%d action=exit_now", (int)sig);
-		event_base_loopexit(s->base, NULL);
+		for (r = PROC_RELAY; r < PROC_ROLES; r++)
+			if (s->ch[r].pid > 0)
+				(void)kill(s->ch[r].pid, SIGTERM);
 		return;
 	}
-	s->draining = 1;
-	sdnotify_stopping(s->sd);
 	log_info("event=signal signal=%d action=drain", (int)sig);
-	/* In-flight messages get the upstream timeout twice over, then we go. */
-	tv.tv_sec = (time_t)(2 * s->cfg->upstream_timeout + s->cfg->smtp_timeout);
-	tv.tv_usec = 0;
-	s->ev_deadline = evtimer_new(s->base, server_deadline, s);
-	if (s->ev_deadline != NULL)
-		evtimer_add(s->ev_deadline, &tv);
-	smtp_server_drain(s->smtp, server_smtp_drained, s);
+	server_stop(s);
+}
+
+/* A child is gone: expected during the stop, else the end of the daemon. */
+static void
+server_child_exited(struct server *s, enum proc_role role, int st)
+{
+	struct child *c = &s->ch[role];
+	int expected = s->stopping && c->stopped && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+
+	c->pid = 0;
+	server_close_channel(c);
+	if (!expected) {
+		s->failed = 1;
+		if (WIFSIGNALED(st))
+			log_err("event=child_exited process=%s signal=%d action=exit",
+			    proc_role_name(role), WTERMSIG(st));
+		else
+			log_err("event=child_exited process=%s status=%d action=exit",
+			    proc_role_name(role), WEXITSTATUS(st));
+	} else {
+		log_debug("event=child_exited process=%s status=0", proc_role_name(role));
+	}
+	if (!s->stopping)
+		server_stop(s);
+	else
+		server_step(s);
 }
 
 static void
-server_free_old_configs(struct server *s, time_t now, int all)
+server_reap(struct server *s)
 {
-	struct old_config **pp = &s->old, *o;
+	pid_t pid;
+	int st, r;
 
-	while ((o = *pp) != NULL) {
-		if (all || now - o->replaced > CONFIG_KEEP_SECONDS) {
-			*pp = o->next;
-			config_free(o->cfg);
-			free(o->cfg);
-			free(o);
-		} else {
-			pp = &o->next;
+	while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+		for (r = PROC_KEEPER; r < PROC_ROLES; r++) {
+			if (s->ch[r].pid == pid) {
+				server_child_exited(s, (enum proc_role)r, st);
+				break;
+			}
 		}
 	}
 }
 
 static void
-server_reload(struct server *s)
+server_on_chld(evutil_socket_t sig, short what, void *arg)
 {
-	struct config *n;
-	struct old_config *o;
-	char err[1024];
+	server_reap(arg);
+}
 
-	if ((n = calloc(1, sizeof(*n))) == NULL || (o = calloc(1, sizeof(*o))) == NULL) {
-		free(n);
-		log_err("event=reload error=\"out of memory\"");
-		return;
+/* ---- Reloading ------------------------------------------------------------------ */
+
+static void
+server_reload_done(struct server *s)
+{
+	int r;
+
+	for (r = PROC_RELAY; r < PROC_ROLES; r++) {
+		if (s->ch[r].reload_pending) {
+			log_warn("event=reload process=%s error=\"no answer within %d s\"",
+			    proc_role_name((enum proc_role)r), SERVER_RELOAD_SECONDS);
+			s->ch[r].reload_pending = 0;
+		}
 	}
-	if (config_load(s->cli->config_path, n, err, sizeof(err)) == -1) {
-		log_err("event=reload error=\"%s\" action=keep_old_config", err);
-		free(n);
-		free(o);
-		return;
-	}
-	if (n->n_listen != s->cfg->n_listen ||
-	    memcmp(n->listen, s->cfg->listen, sizeof(n->listen[0]) * n->n_listen) != 0 ||
-	    strcmp(n->vault_path, s->cfg->vault_path) != 0)
-		log_warn("event=reload note=\"listen addresses and the vault path change "
-		    "only at restart\"");
-	o->cfg = s->cfg;
-	o->replaced = time(NULL);
-	o->next = s->old;
-	s->old = o;
-	s->cfg = n;
-	smtp_server_set_config(s->smtp, n);
-	relay_set_config(s->relay, n);
-	admin_server_set_config(s->admin, n);
-	server_free_old_configs(s, o->replaced, 0);
-	/* logrotate: a renamed log is followed by a fresh file. */
-	if (audit_reopen(s->audit, err, sizeof(err)) == -1)
-		log_err("event=reload error=\"%s\"", err);
-	log_info("event=reload config=%s", s->cli->config_path);
+	evtimer_del(s->ev_reload);
+	if (s->reload_kept)
+		log_warn("event=reload config=%s result=kept_old_config", s->cli->config_path);
+	else
+		log_info("event=reload config=%s", s->cli->config_path);
+	sdnotify_ready(s->sd);
+}
+
+static void
+server_on_reload_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	server_reload_done(arg);
 }
 
 /* systemd sees the reload begin and end, whatever its outcome. */
@@ -172,67 +267,339 @@ static void
 server_on_hup(evutil_socket_t sig, short what, void *arg)
 {
 	struct server *s = arg;
+	struct timeval tv = { SERVER_RELOAD_SECONDS, 0 };
+	int r, any = 0;
 
+	if (s->stopping)
+		return;
 	sdnotify_reloading(s->sd);
-	server_reload(s);
-	sdnotify_ready(s->sd);
-}
-
-static void
-server_on_vault_timer(evutil_socket_t fd, short what, void *arg)
-{
-	struct server *s = arg;
-
-	(void)credstore_maybe_reload(s->cs);
-}
-
-/* A child that exits ends the daemon: nothing restarts silently; systemd
- * (Restart=on-failure) starts the whole daemon again. */
-static void
-server_on_chld(evutil_socket_t sig, short what, void *arg)
-{
-	struct server *s = arg;
-	pid_t pid;
-	int st;
-
-	while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
-		if (pid != s->keeper_pid)
+	s->reload_kept = 0;
+	for (r = PROC_RELAY; r < PROC_ROLES; r++) {
+		if (s->ch[r].pid == 0)
 			continue;
-		s->keeper_pid = 0;
-		s->child_died = 1;
-		if (WIFSIGNALED(st))
-			log_err("event=child_exited process=keeper signal=%d action=exit",
-			    WTERMSIG(st));
-		else
-			log_err("event=child_exited process=keeper status=%d action=exit",
-			    WEXITSTATUS(st));
-		event_base_loopexit(s->base, NULL);
+		s->ch[r].reload_pending = 1;
+		any = 1;
+		(void)kill(s->ch[r].pid, SIGHUP);
 	}
+	if (!any) {
+		server_reload_done(s);
+		return;
+	}
+	evtimer_add(s->ev_reload, &tv);
 }
 
-/* Close the keeper's channel (it exits on EOF) and reap it. */
 static void
-server_stop_keeper(struct server *s)
+server_recv(struct ipc *ipc, const struct ipc_msg *m, void *arg)
 {
-	int st;
+	struct server *s = arg;
+	struct ipc_rd r = { m->data, m->len, 0, 0 };
+	int role, pending = 0;
+	uint32_t kept;
 
-	credstore_free(s->cs);
-	s->cs = NULL;
-	if (s->keeper_pid > 0) {
-		while (waitpid(s->keeper_pid, &st, 0) == -1 && errno == EINTR)
-			;
-		s->keeper_pid = 0;
+	for (role = PROC_RELAY; role < PROC_ROLES; role++)
+		if (s->ch[role].ipc == ipc)
+			break;
+	kept = ipc_get_u32(&r);
+	if (role == PROC_ROLES || m->type != PROC_MSG_RELOADED || ipc_rd_done(&r) == -1 ||
+	    kept > 1) {
+		log_err("event=ipc_refused peer=%s type=%u error=\"malformed\" action=exit",
+		    ipc_peer(ipc), m->type);
+		exit(IPC_EXIT_FATAL);
+	}
+	if (!s->ch[role].reload_pending)
+		return;		/* answered after the timeout */
+	s->ch[role].reload_pending = 0;
+	if (kept)
+		s->reload_kept = 1;
+	for (role = PROC_RELAY; role < PROC_ROLES; role++)
+		pending |= s->ch[role].reload_pending;
+	if (!pending)
+		server_reload_done(s);
+}
+
+/* A child's channel died: closed (the child is exiting; SIGCHLD tells the
+ * rest) or something broke the protocol (the child is killed: it no longer
+ * behaves as written). */
+static void
+server_ipc_event(struct ipc *ipc, enum ipc_event ev, const char *why, void *arg)
+{
+	struct server *s = arg;
+	int r;
+
+	for (r = PROC_KEEPER; r < PROC_ROLES; r++) {
+		if (s->ch[r].ipc != ipc)
+			continue;
+		if (ev != IPC_EV_CLOSED) {
+			log_err("event=ipc_refused peer=%s error=\"%s\" action=kill",
+			    proc_role_name((enum proc_role)r), why);
+			if (s->ch[r].pid > 0)
+				(void)kill(s->ch[r].pid, SIGKILL);
+		}
+		/* Freed later: not from inside its own callback. */
+		return;
 	}
 }
 
-static int
-server_open_vault(struct cli *cli, struct vault **v)
-{
-	int rc;
+/* ---- Starting -------------------------------------------------------------------- */
 
-	if ((rc = cli_open_vault(cli, 0, v)) != EXIT_OK)
+/* Stop whatever started, in order, without an event loop (start-up failed). */
+static void
+server_abort(struct server *s)
+{
+	size_t i;
+	int st, k;
+
+	for (i = 0; i < sizeof(server_stop_order) / sizeof(server_stop_order[0]); i++) {
+		for (k = 0; k < 2; k++) {
+			enum proc_role r = server_stop_order[i][k];
+			struct child *c = &s->ch[r];
+
+			if (c->pid == 0)
+				continue;
+			server_stop_child(s, r);
+			while (waitpid(c->pid, &st, 0) == -1 && errno == EINTR)
+				;
+			c->pid = 0;
+			server_close_channel(c);
+		}
+	}
+}
+
+/* A child that did not say READY: it exits (it closed its channel), or it
+ * hangs or talks nonsense and is killed. */
+static void
+server_wait_start_failure(pid_t pid, int *st)
+{
+	struct timespec nap = { 0, SERVER_START_POLL_MS * 1000000L };
+	int waited = 0;
+	pid_t r;
+
+	while ((r = waitpid(pid, st, WNOHANG)) == 0 || (r == -1 && errno == EINTR)) {
+		if (r == 0 && waited >= SERVER_START_GRACE_MS) {
+			(void)kill(pid, SIGKILL);
+			while (waitpid(pid, st, 0) == -1 && errno == EINTR)
+				;
+			return;
+		}
+		nanosleep(&nap, NULL);
+		waited += SERVER_START_POLL_MS;
+	}
+}
+
+/*
+ * Fork one child and wait until it serves. EXIT_OK, or the status it exited
+ * with (it said why on stderr; so does this, at info level, so that a
+ * start-up failure stays one error line).
+ */
+static int
+server_fork(struct server *s, struct proc_env *env, int (*main_fn)(struct proc_env *))
+{
+	struct child *c = &s->ch[env->role];
+	unsigned char *buf;
+	struct ipc_msg m;
+	char err[256];
+	int sv[2], st;
+	pid_t pid;
+
+	if (ipc_socketpair(sv) == -1) {
+		cli_error("cannot create the %s's channel: %s", proc_role_name(env->role),
+		    strerror(errno));
+		return EXIT_FAILED;
+	}
+	env->parent_fd = sv[1];
+	env->parent_pid = getpid();
+	fflush(stdout);
+	fflush(stderr);
+	if ((pid = fork()) == -1) {
+		cli_error("cannot start the %s: %s", proc_role_name(env->role), strerror(errno));
+		close(sv[0]);
+		close(sv[1]);
+		return EXIT_FAILED;
+	}
+	if (pid == 0) {
+		proc_child_init(env);
+		exit(main_fn(env));
+	}
+	close(sv[1]);
+	env->parent_fd = -1;
+	c->pid = pid;
+	c->fd = sv[0];
+	if ((buf = malloc(IPC_MSG_MAX)) != NULL &&
+	    ipc_recv_sync(c->fd, server_rules_ready, 1, buf, IPC_MSG_MAX, &m, err,
+	    sizeof(err)) == 0) {
+		free(buf);
+		log_info("event=child_started process=%s pid=%ld", proc_role_name(env->role),
+		    (long)pid);
+		return EXIT_OK;
+	}
+	free(buf);
+	server_wait_start_failure(pid, &st);
+	c->pid = 0;
+	server_close_channel(c);
+	if (WIFEXITED(st))
+		log_info("event=child_exited process=%s status=%d action=exit",
+		    proc_role_name(env->role), WEXITSTATUS(st));
+	else if (WIFSIGNALED(st))
+		log_err("event=child_exited process=%s signal=%d action=exit",
+		    proc_role_name(env->role), WTERMSIG(st));
+	if (WIFEXITED(st) && WEXITSTATUS(st) != EXIT_OK)
+		return WEXITSTATUS(st);
+	return EXIT_FAILED;
+}
+
+static void
+server_env(struct proc_env *env, enum proc_role role, struct cli *cli,
+    const struct privdrop *pd)
+{
+	memset(env, 0, sizeof(*env));
+	env->role = role;
+	env->cli = cli;
+	env->pd = pd;
+	env->parent_fd = env->keeper_fd = env->keeper_audit_fd = -1;
+	env->relay_fd = env->smtp_fd = env->admin_fd = -1;
+}
+
+static void
+server_close_fds(int *fds, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		if (fds[i] != -1)
+			close(fds[i]);
+		fds[i] = -1;
+	}
+}
+
+/*
+ * The keeper first (before any listener exists, so that it holds no network
+ * socket), then the relay, the admin process and the front end: each binds
+ * as root and drops privileges itself. When the front end's port accepts,
+ * everything behind it serves.
+ */
+static int
+server_start_children(struct server *s, const struct privdrop *pd)
+{
+	struct proc_env relay, smtp, admin;
+	int kfd[KEEPER_CHANNELS], link[2] = { -1, -1 }, ctl[2] = { -1, -1 };
+	int rc, i;
+
+	for (i = 0; i < KEEPER_CHANNELS; i++)
+		kfd[i] = -1;
+	if ((rc = keeper_start(s->cli, pd, cli_open_vault, &s->ch[PROC_KEEPER].pid, kfd)) !=
+	    EXIT_OK)
 		return rc;
-	return EXIT_OK;
+	s->ch[PROC_KEEPER].fd = kfd[KEEPER_CH_PARENT];
+	kfd[KEEPER_CH_PARENT] = -1;
+	log_info("event=child_started process=keeper pid=%ld", (long)s->ch[PROC_KEEPER].pid);
+	if (s->cli->cfg.delivery != DELIVERY_QUEUE) {
+		close(kfd[KEEPER_CH_QUEUE_IO]);
+		kfd[KEEPER_CH_QUEUE_IO] = -1;
+	}
+	if ((SERVER_OWN_SMTP && ipc_socketpair(link) == -1) ||
+	    (SERVER_OWN_ADMIN && ipc_socketpair(ctl) == -1)) {
+		cli_error("cannot create the relay's channels: %s", strerror(errno));
+		rc = EXIT_FAILED;
+		goto done;
+	}
+	server_env(&relay, PROC_RELAY, s->cli, pd);
+	server_env(&smtp, PROC_SMTP, s->cli, pd);
+	server_env(&admin, PROC_ADMIN, s->cli, pd);
+	relay.keeper_fd = kfd[KEEPER_CH_RELAY];
+	relay.keeper_audit_fd = kfd[KEEPER_CH_QUEUE_IO];
+	relay.smtp_fd = link[0];
+	relay.admin_fd = ctl[0];
+	smtp.keeper_fd = kfd[KEEPER_CH_SMTP];
+	smtp.relay_fd = link[1];
+	admin.keeper_fd = kfd[KEEPER_CH_ADMIN];
+	admin.relay_fd = ctl[1];
+	if (!SERVER_OWN_SMTP)
+		relay.with_smtp = &smtp;
+	if (!SERVER_OWN_ADMIN)
+		relay.with_admin = &admin;
+	if ((rc = server_fork(s, &relay, proc_relay_main)) != EXIT_OK)
+		goto done;
+	/* The relay's ends, and the interim roles' channels, are the relay's. */
+	close(kfd[KEEPER_CH_RELAY]);
+	kfd[KEEPER_CH_RELAY] = -1;
+	if (kfd[KEEPER_CH_QUEUE_IO] != -1) {
+		close(kfd[KEEPER_CH_QUEUE_IO]);
+		kfd[KEEPER_CH_QUEUE_IO] = -1;
+	}
+	server_close_fds(&link[0], 1);
+	server_close_fds(&ctl[0], 1);
+#if SERVER_OWN_ADMIN
+	if ((rc = server_fork(s, &admin, proc_admin_main)) != EXIT_OK)
+		goto done;
+#endif
+	server_close_fds(&kfd[KEEPER_CH_ADMIN], 1);
+	server_close_fds(&ctl[1], 1);
+#if SERVER_OWN_SMTP
+	if ((rc = server_fork(s, &smtp, proc_smtp_main)) != EXIT_OK)
+		goto done;
+#endif
+	rc = EXIT_OK;
+done:
+	server_close_fds(kfd, KEEPER_CHANNELS);
+	server_close_fds(link, 2);
+	server_close_fds(ctl, 2);
+	if (rc != EXIT_OK)
+		server_abort(s);
+	return rc;
+}
+
+/* The parent's loop: signals and the children's channels. */
+static int
+server_events(struct server *s)
+{
+	int r;
+
+	if ((s->base = event_base_new()) == NULL)
+		return -1;
+	s->ev_term = evsignal_new(s->base, SIGTERM, server_on_term, s);
+	s->ev_int = evsignal_new(s->base, SIGINT, server_on_term, s);
+	s->ev_hup = evsignal_new(s->base, SIGHUP, server_on_hup, s);
+	s->ev_chld = evsignal_new(s->base, SIGCHLD, server_on_chld, s);
+	s->ev_reload = evtimer_new(s->base, server_on_reload_timeout, s);
+	if (s->ev_term == NULL || s->ev_int == NULL || s->ev_hup == NULL || s->ev_chld == NULL ||
+	    s->ev_reload == NULL || evsignal_add(s->ev_term, NULL) == -1 ||
+	    evsignal_add(s->ev_int, NULL) == -1 || evsignal_add(s->ev_hup, NULL) == -1 ||
+	    evsignal_add(s->ev_chld, NULL) == -1)
+		return -1;
+	for (r = PROC_KEEPER; r < PROC_ROLES; r++) {
+		struct child *c = &s->ch[r];
+
+		if (c->fd == -1)
+			continue;
+		/* The keeper sends nothing after READY; the others RELOADED. */
+		c->ipc = ipc_new(s->base, c->fd, proc_role_name((enum proc_role)r),
+		    r == PROC_KEEPER ? NULL : server_rules_child,
+		    r == PROC_KEEPER ? 0 : sizeof(server_rules_child) /
+		    sizeof(server_rules_child[0]), server_recv, server_ipc_event, s);
+		if (c->ipc == NULL)
+			return -1;
+	}
+	return 0;
+}
+
+static void
+server_free(struct server *s)
+{
+	struct event **evs[] = { &s->ev_term, &s->ev_int, &s->ev_hup, &s->ev_chld, &s->ev_stop,
+	    &s->ev_reload };
+	size_t i;
+	int r;
+
+	for (r = PROC_KEEPER; r < PROC_ROLES; r++)
+		server_close_channel(&s->ch[r]);
+	for (i = 0; i < sizeof(evs) / sizeof(evs[0]); i++) {
+		if (*evs[i] != NULL)
+			event_free(*evs[i]);
+		*evs[i] = NULL;
+	}
+	sdnotify_free(s->sd);
+	if (s->base != NULL)
+		event_base_free(s->base);
 }
 
 int
@@ -241,11 +608,9 @@ cmd_serve(struct cli *cli, int argc, char **argv)
 	static const char *use = "smtpvault serve [--check]";
 	struct server s;
 	struct vault *v = NULL;
-	struct timeval poll = { VAULT_POLL_SECONDS, 0 };
 	struct privdrop pd;
-	char err[1024], who[PRIVDROP_NAME_MAX];
-	int i, check = 0, rc, kfd[KEEPER_CHANNELS] = { -1, -1 };
-	pid_t kpid = 0;
+	char err[1024];
+	int i, check = 0, rc, r;
 
 	for (i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--check") == 0) {
@@ -270,147 +635,46 @@ cmd_serve(struct cli *cli, int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	if (check) {
-		if ((rc = server_open_vault(cli, &v)) != EXIT_OK)
+		if ((rc = cli_open_vault(cli, 0, &v)) != EXIT_OK)
 			return rc;
 		vault_close(v);
 		printf("configuration OK\n");
 		return EXIT_OK;
 	}
-	/* The keeper unlocks the vault; this process never sees its key. It is
-	 * forked before any listener exists, so it holds no network socket. */
-	if ((rc = keeper_start(cli, &pd, cli_open_vault, &kpid, kfd)) != EXIT_OK)
-		return rc;
-
 	memset(&s, 0, sizeof(s));
 	s.cli = cli;
-	s.keeper_pid = kpid;
-	if ((s.cs = credstore_connect(kfd[KEEPER_CH_DAEMON])) == NULL ||
-	    (s.cfg = calloc(1, sizeof(*s.cfg))) == NULL) {
-		if (s.cs == NULL)
-			close(kfd[KEEPER_CH_DAEMON]);
-		close(kfd[KEEPER_CH_AUDIT]);
-		server_stop_keeper(&s);
-		cli_error("out of memory");
-		return EXIT_FAILED;
-	}
-	/* The server owns its configuration so that SIGHUP can replace it. */
-	*s.cfg = cli->cfg;
-	cli->cfg_loaded = 0;
-	rc = EXIT_FAILED;
+	for (r = 0; r < PROC_ROLES; r++)
+		s.ch[r].fd = -1;
 	signal(SIGPIPE, SIG_IGN);
-	/* A file-size limit makes writes fail with EFBIG (a clear error on the
-	 * spool or audit write) instead of killing the daemon. */
-	signal(SIGXFSZ, SIG_IGN);
-	if ((s.base = event_base_new()) == NULL) {
-		log_err("event=start error=\"cannot create the event loop\"");
+	if ((rc = server_start_children(&s, &pd)) != EXIT_OK)
+		return rc;
+	rc = EXIT_FAILED;
+	if (server_events(&s) == -1 || (s.sd = sdnotify_new(s.base)) == NULL) {
+		log_err("event=start error=\"cannot set up the parent's event loop\"");
+		server_abort(&s);
 		goto done;
 	}
-	/* The audit log is required: nothing is relayed unrecorded. Its one
-	 * writer is the keeper; this forwarder hands it the events. */
-	if ((s.audit = credstore_audit_forwarder(s.cs)) == NULL) {
-		close(kfd[KEEPER_CH_AUDIT]);
-		log_err("event=start error=\"out of memory\"");
-		goto done;
-	}
-	/* delivery = queue appends from its I/O thread: a channel of its own
-	 * (the keeper serialises the two); direct mode does not need it. */
-	if (s.cfg->delivery != DELIVERY_QUEUE) {
-		close(kfd[KEEPER_CH_AUDIT]);
-	} else if ((s.queue_audit = credstore_audit_channel(kfd[KEEPER_CH_AUDIT])) == NULL) {
-		close(kfd[KEEPER_CH_AUDIT]);
-		log_err("event=start error=\"out of memory\"");
-		goto done;
-	}
-	s.ev_chld = evsignal_new(s.base, SIGCHLD, server_on_chld, &s);
-	if (s.ev_chld == NULL || evsignal_add(s.ev_chld, NULL) == -1) {
-		log_err("event=start error=\"cannot watch the keeper\"");
-		goto done;
-	}
-	if ((s.relay = relay_new(s.base, s.cfg, s.cs)) == NULL) {
-		log_err("event=start error=\"cannot start the relay\"");
-		goto done;
-	}
-	if ((s.smtp = smtp_server_new(s.base, s.cfg, s.relay, s.cs, err, sizeof(err))) == NULL) {
+	/* The children hold what needed root; so does nothing here. */
+	if (privdrop_drop(&pd, err, sizeof(err)) == -1 || sandbox_parent(err, sizeof(err)) == -1) {
 		log_err("event=start error=\"%s\"", err);
-		rc = EXIT_USAGE;
-		goto done;
-	}
-	relay_set_audit(s.relay, s.audit, s.queue_audit);
-	s.queue_audit = NULL;		/* the relay's now */
-	smtp_server_set_audit(s.smtp, s.audit);
-	/* The admin page and API share this loop (admin/admin_server.c). */
-	if ((s.admin = admin_server_new(s.base, s.cfg, s.cs, s.audit, s.relay, err,
-	    sizeof(err))) == NULL) {
-		log_err("event=start error=\"%s\"", err);
-		rc = EXIT_USAGE;
-		goto done;
-	}
-	s.ev_term = evsignal_new(s.base, SIGTERM, server_on_term, &s);
-	s.ev_int = evsignal_new(s.base, SIGINT, server_on_term, &s);
-	s.ev_hup = evsignal_new(s.base, SIGHUP, server_on_hup, &s);
-	s.ev_vault = event_new(s.base, -1, EV_PERSIST, server_on_vault_timer, &s);
-	if (s.ev_term == NULL || s.ev_int == NULL || s.ev_hup == NULL || s.ev_vault == NULL ||
-	    evsignal_add(s.ev_term, NULL) == -1 || evsignal_add(s.ev_int, NULL) == -1 ||
-	    evsignal_add(s.ev_hup, NULL) == -1 || event_add(s.ev_vault, &poll) == -1) {
-		log_err("event=start error=\"cannot set up signal handling\"");
-		goto done;
-	}
-	/* Everything is bound and open: give root up, then prove we can still
-	 * write our state as the user we became. */
-	if (privdrop_drop(&pd, err, sizeof(err)) == -1 ||
-	    fsperm_check_access(s.cfg, privdrop_user_name(&pd, who, sizeof(who)), err,
-	    sizeof(err)) == -1) {
-		log_err("event=start error=\"%s\"", err);
-		rc = EXIT_USAGE;
+		server_abort(&s);
 		goto done;
 	}
 	if (pd.kept_root)
 		log_warn("event=start warning=\"running as root because %s=1 is set; "
 		    "never do this in production\"", PRIVDROP_ALLOW_ROOT_ENV);
-	/* The parsers of network input run from here on: no programs, no
-	 * ptrace, no kernel surfaces the daemon never uses. */
-	if (sandbox_network(err, sizeof(err)) == -1) {
-		log_err("event=start error=\"%s\"", err);
-		goto done;
-	}
-	if ((s.sd = sdnotify_new(s.base)) == NULL) {
-		log_err("event=start error=\"out of memory\"");
-		goto done;
-	}
 	log_info("event=started version=%s config=%s delivery=%s", SMTPVAULT_VERSION,
-	    cli->config_path, s.cfg->delivery == DELIVERY_DIRECT ? "direct" : "queue");
-	sdnotify_ready(s.sd);
+	    cli->config_path, cli->cfg.delivery == DELIVERY_DIRECT ? "direct" : "queue");
+	/* A child that ended before SIGCHLD was watched. */
+	server_reap(&s);
+	if (!s.stopping)
+		sdnotify_ready(s.sd);
 	if (event_base_dispatch(s.base) == -1)
 		log_err("event=loop error=\"event loop failed\"");
-	else if (!s.child_died)
+	else if (!s.failed)
 		rc = EXIT_OK;
+	server_abort(&s);
 done:
-	/* First: it refers to the relay, the credential store and the audit log. */
-	admin_server_free(s.admin);
-	if (s.smtp != NULL)
-		smtp_server_free(s.smtp);
-	if (s.relay != NULL)
-		relay_free(s.relay);
-	audit_close(s.audit);
-	audit_close(s.queue_audit);
-	server_stop_keeper(&s);
-	if (s.ev_term != NULL)
-		event_free(s.ev_term);
-	if (s.ev_int != NULL)
-		event_free(s.ev_int);
-	if (s.ev_hup != NULL)
-		event_free(s.ev_hup);
-	if (s.ev_vault != NULL)
-		event_free(s.ev_vault);
-	if (s.ev_deadline != NULL)
-		event_free(s.ev_deadline);
-	if (s.ev_chld != NULL)
-		event_free(s.ev_chld);
-	sdnotify_free(s.sd);
-	if (s.base != NULL)
-		event_base_free(s.base);
-	server_free_old_configs(&s, 0, 1);
-	config_free(s.cfg);
-	free(s.cfg);
+	server_free(&s);
 	return rc;
 }

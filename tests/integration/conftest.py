@@ -14,7 +14,8 @@
 A Daemon has: conf, tmp, port, admin_port, host, proc, accounts,
 cli(*args, input=None) -> (rc, out, err), log() (its stderr so far),
 wait_log(regex, timeout), smtp(source=None) (a connected smtplib.SMTP),
-stop() -> exit status.
+pids() -> {"keeper": pid, "relay": pid, "smtp": pid, "admin": pid} (the
+processes of `serve`, from its log), stop() -> exit status.
 """
 
 import ctypes
@@ -320,6 +321,17 @@ class Daemon:
                 pytest.fail(f"daemon log did not match {pattern!r} within {timeout}s; "
                             f"stderr:\n{self.log()}")
             time.sleep(0.05)
+
+    def pids(self):
+        """The processes of the running daemon by role, from the parent's
+        "event=child_started process=ROLE pid=N" lines. A role that has no
+        process of its own yet is served by the relay's."""
+        found = dict(re.findall(r"event=child_started process=(\w+) pid=(\d+)", self.log()))
+        pids = {role: int(pid) for role, pid in found.items()}
+        for role in ("smtp", "admin"):
+            if role not in pids and "relay" in pids:
+                pids[role] = pids["relay"]
+        return pids
 
     def smtp(self, source=None, timeout=10):
         """A smtplib.SMTP connected to the proxy (optionally from source)."""

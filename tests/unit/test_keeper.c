@@ -105,9 +105,14 @@ teardown(void **state)
 	return system(cmd) == 0 ? 0 : -1;
 }
 
-/* Fork a keeper over the fixture's vault; its log goes to *logfd. */
+/*
+ * Fork a keeper over the fixture's vault with two channels: the first with
+ * the daemon's rules (its close ends the keeper), the second, when rules is
+ * not NULL, with those rules under the name peer. Its log goes to *logfd.
+ */
 static pid_t
-keeper_fork(int *fd, int *logfd)
+keeper_fork_with(const struct ipc_rule *rules, size_t n_rules, const char *peer, int *fd,
+    int *fd2, int *logfd)
 {
 	struct vault_keysrc src;
 	unsigned char key[VAULT_KEY_BYTES];
@@ -115,16 +120,20 @@ keeper_fork(int *fd, int *logfd)
 	struct vault *v = NULL;
 	struct audit *a;
 	char err[ERRLEN];
-	int sv[2];
+	int sv[2], sv2[2] = { -1, -1 };
 	pid_t pid;
 
 	assert_int_equal(ipc_socketpair(sv), 0);
+	if (rules != NULL)
+		assert_int_equal(ipc_socketpair(sv2), 0);
 	*logfd = memfd_create("keeper-log", MFD_CLOEXEC);
 	assert_true(*logfd >= 0);
 	pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
 		close(sv[0]);
+		if (rules != NULL)
+			close(sv2[0]);
 		dup2(*logfd, STDERR_FILENO);
 		log_init("keeper", 0);
 		keysrc(&src);
@@ -138,15 +147,27 @@ keeper_fork(int *fd, int *logfd)
 			_exit(92);
 		credstore_set_audit(cs, a);
 		{
-			const struct keeper_channel ch = { sv[1], "daemon", keeper_rules_daemon,
-			    keeper_n_rules_daemon };
+			const struct keeper_channel ch[2] = {
+				{ sv[1], "daemon", keeper_rules_daemon, keeper_n_rules_daemon },
+				{ sv2[1], peer, rules, n_rules },
+			};
 
-			keeper_serve(&ch, 1, cs, a);
+			keeper_serve(ch, rules != NULL ? 2 : 1, cs, a);
 		}
 	}
 	close(sv[1]);
 	*fd = sv[0];
+	if (rules != NULL) {
+		close(sv2[1]);
+		*fd2 = sv2[0];
+	}
 	return pid;
+}
+
+static pid_t
+keeper_fork(int *fd, int *logfd)
+{
+	return keeper_fork_with(NULL, 0, NULL, fd, NULL, logfd);
 }
 
 static int
@@ -336,12 +357,80 @@ test_keeper_refuses_malformed_requests(void **state)
 	close(fd);
 }
 
+/*
+ * Each process's channel allows only what that process needs: a request
+ * outside its table, however well formed, ends the keeper with a log line
+ * naming the channel, and nothing (above all no credential) comes back.
+ */
+static void
+test_keeper_channel_rules(void **state)
+{
+	static const char fetch[] = "\0\20" ACCOUNT;
+	static const struct {
+		const char		*peer;
+		const struct ipc_rule	*rules;
+		const size_t		*n_rules;
+		uint16_t		 allowed;	/* answered first */
+		uint16_t		 refused;
+	} cases[] = {
+		{ "smtp", keeper_rules_smtp, &keeper_n_rules_smtp, KEEPER_RESOLVE, KEEPER_FETCH },
+		{ "smtp", keeper_rules_smtp, &keeper_n_rules_smtp, KEEPER_RESOLVE, KEEPER_INFO },
+		{ "admin", keeper_rules_admin, &keeper_n_rules_admin, KEEPER_INFO, KEEPER_FETCH },
+		{ "relay", keeper_rules_relay, &keeper_n_rules_relay, KEEPER_FETCH,
+		    KEEPER_RESOLVE },
+		{ "queue-io", keeper_rules_audit, &keeper_n_rules_audit, 0, KEEPER_FETCH },
+	};
+	unsigned char b[256], *rbuf;
+	char log[LOG_MAX], err[ERRLEN], want[64];
+	const struct ipc_rule reply = { 0, 0, KEEPER_REPLY_MAX, IPC_FD_NONE };
+	struct ipc_rule r;
+	struct ipc_msg m;
+	struct pollfd pfd;
+	size_t i, n;
+	int fd, fd2, logfd, st;
+	pid_t pid;
+
+	assert_non_null(rbuf = malloc(IPC_MSG_MAX));
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		pid = keeper_fork_with(cases[i].rules, *cases[i].n_rules, cases[i].peer, &fd, &fd2,
+		    &logfd);
+		if (cases[i].allowed != 0) {
+			r = reply;
+			r.type = (uint16_t)(cases[i].allowed | KEEPER_REPLY);
+			assert_int_equal(ipc_send_sync(fd2, cases[i].allowed, 1, -1, fetch,
+			    sizeof(fetch) - 1, err, sizeof(err)), 0);
+			assert_int_equal(ipc_recv_sync(fd2, &r, 1, rbuf, IPC_MSG_MAX, &m, err,
+			    sizeof(err)), 0);
+			sodium_memzero(rbuf, IPC_MSG_MAX);
+		}
+		n = rec(b, cases[i].refused, 0, fetch, sizeof(fetch) - 1);
+		assert_int_equal(send(fd2, b, n, MSG_NOSIGNAL), (ssize_t)n);
+		st = keeper_wait(pid, logfd, log, sizeof(log));
+		if (!WIFEXITED(st) || WEXITSTATUS(st) != IPC_EXIT_FATAL)
+			fail_msg("%s type %u: status 0x%x, log: %s", cases[i].peer,
+			    cases[i].refused, st, log);
+		snprintf(want, sizeof(want), "peer=%s error=\"unexpected type %u\"",
+		    cases[i].peer, cases[i].refused);
+		if (strstr(log, "event=keeper_fatal") == NULL || strstr(log, want) == NULL)
+			fail_msg("%s: log: %s", cases[i].peer, log);
+		/* Nothing came back: EOF at once. */
+		pfd.fd = fd2;
+		pfd.events = POLLIN;
+		assert_int_equal(poll(&pfd, 1, WAIT_MS), 1);
+		assert_int_equal(recv(fd2, b, sizeof(b), 0), 0);
+		close(fd);
+		close(fd2);
+	}
+	free(rbuf);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_keeper_answers_like_the_vault),
 		cmocka_unit_test(test_keeper_refuses_malformed_requests),
+		cmocka_unit_test(test_keeper_channel_rules),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

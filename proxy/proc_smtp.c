@@ -1,0 +1,251 @@
+/*
+ * proc_smtp.c: the SMTP front end's process (proc.h): the LAN listeners and
+ * sessions (smtp_session.c). It asks the keeper which account an address
+ * belongs to and appends "reject" audit events, nothing else (the keeper's
+ * keeper_rules_smtp: a FETCH from here ends the keeper, and so the daemon);
+ * it hands each message to the relay process over the relay link
+ * (relay_link.h) and never holds a credential, the master key or the
+ * audit key. SIGTERM: stop listening, finish every session and submit,
+ * exit 0; SIGHUP: new configuration and LAN TLS certificate for new sessions.
+ */
+#include "proc.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "audit.h"
+#include "cli.h"
+#include "config.h"
+#include "credential.h"
+#include "log.h"
+#include "relay.h"
+#include "relay_link.h"
+#include "sandbox.h"
+#include "smtp_session.h"
+
+struct proc_front {
+	struct credstore	*cs;
+	struct audit		*audit;		/* forwarded to the keeper */
+	struct smtp_server	*srv;
+	struct relay_link	*link;		/* own process: to the relay */
+	void			(*done)(void *);
+	void			*done_arg;
+};
+
+struct proc_smtp {
+	struct proc_env		*env;
+	struct event_base	*base;
+	struct proc_config	*pc;
+	struct proc_front	*front;
+	struct proc_events	*pe;
+};
+
+static enum cred_result
+proc_front_resolve(void *arg, const char *addr, char *account, size_t len)
+{
+	struct proc_front *pf = arg;
+
+	return credstore_resolve(pf->cs, addr, account, len);
+}
+
+static int
+proc_front_submit(void *arg, struct relay_msg *msg, relay_cb *cb, void *cbarg,
+    struct relay_result *res)
+{
+	struct proc_front *pf = arg;
+
+	return relay_link_submit(pf->link, msg, cb, cbarg, res);
+}
+
+static void
+proc_front_cancel(void *arg, void *cbarg)
+{
+	struct proc_front *pf = arg;
+
+	relay_link_cancel(pf->link, cbarg);
+}
+
+struct proc_front *
+proc_front_new(struct event_base *base, const struct config *cfg, struct proc_env *env,
+    struct relay *relay, char *err, size_t errlen)
+{
+	struct smtp_server_hooks hooks;
+	struct proc_front *pf;
+
+	if ((pf = calloc(1, sizeof(*pf))) == NULL ||
+	    (pf->cs = credstore_connect(env->keeper_fd)) == NULL) {
+		if (pf != NULL)
+			close(env->keeper_fd);
+		free(pf);
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	env->keeper_fd = -1;
+	if ((pf->audit = credstore_audit_forwarder(pf->cs)) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	if (relay == NULL) {
+		if ((pf->link = relay_link_client_new(base, env->relay_fd)) == NULL) {
+			snprintf(err, errlen, "cannot set up the channel to the relay");
+			goto fail;
+		}
+		env->relay_fd = -1;
+	}
+	if ((pf->srv = smtp_server_new(base, cfg, relay, pf->cs, err, errlen)) == NULL)
+		goto fail;
+	smtp_server_set_audit(pf->srv, pf->audit);
+	if (pf->link != NULL) {
+		memset(&hooks, 0, sizeof(hooks));
+		hooks.resolve = proc_front_resolve;
+		hooks.submit = proc_front_submit;
+		hooks.cancel = proc_front_cancel;
+		hooks.arg = pf;
+		smtp_server_set_hooks(pf->srv, &hooks);
+	}
+	return pf;
+fail:
+	proc_front_free(pf);
+	return NULL;
+}
+
+void
+proc_front_set_config(struct proc_front *pf, const struct config *cfg)
+{
+	smtp_server_set_config(pf->srv, cfg);
+}
+
+static void
+proc_front_link_drained(void *arg)
+{
+	struct proc_front *pf = arg;
+
+	pf->done(pf->done_arg);
+}
+
+static void
+proc_front_sessions_drained(void *arg)
+{
+	struct proc_front *pf = arg;
+
+	if (pf->link != NULL)
+		relay_link_client_drain(pf->link, proc_front_link_drained, pf);
+	else
+		pf->done(pf->done_arg);
+}
+
+void
+proc_front_drain(struct proc_front *pf, void (*done)(void *), void *arg)
+{
+	pf->done = done;
+	pf->done_arg = arg;
+	smtp_server_drain(pf->srv, proc_front_sessions_drained, pf);
+}
+
+void
+proc_front_free(struct proc_front *pf)
+{
+	if (pf == NULL)
+		return;
+	/* The sessions first: they refer to the link and the audit log. */
+	if (pf->srv != NULL)
+		smtp_server_free(pf->srv);
+	if (pf->link != NULL)
+		relay_link_free(pf->link);
+	audit_close(pf->audit);
+	credstore_free(pf->cs);
+	free(pf);
+}
+
+/* ---- The process -------------------------------------------------------------- */
+
+static void
+proc_smtp_drained(void *arg)
+{
+	struct proc_smtp *ps = arg;
+
+	log_info("event=stopped process=smtp");
+	event_base_loopexit(ps->base, NULL);
+}
+
+static void
+proc_smtp_drain(void *arg)
+{
+	struct proc_smtp *ps = arg;
+
+	proc_front_drain(ps->front, proc_smtp_drained, ps);
+}
+
+static int
+proc_smtp_reload(void *arg)
+{
+	struct proc_smtp *ps = arg;
+	const struct config *cfg;
+
+	if ((cfg = proc_config_reload(ps->pc)) == NULL)
+		return -1;
+	proc_front_set_config(ps->front, cfg);
+	return 0;
+}
+
+static int
+proc_smtp_drain_seconds(void *arg)
+{
+	struct proc_smtp *ps = arg;
+
+	return proc_drain_seconds(proc_config_get(ps->pc));
+}
+
+int
+proc_smtp_main(struct proc_env *env)
+{
+	struct proc_ops ops = { proc_smtp_drain, proc_smtp_reload, proc_smtp_drain_seconds,
+	    NULL };
+	struct proc_smtp ps;
+	char err[1024];
+	int rc = EXIT_FAILED;
+
+	memset(&ps, 0, sizeof(ps));
+	ps.env = env;
+	ops.arg = &ps;
+	if ((ps.base = event_base_new()) == NULL || (ps.pc = proc_config_new(env)) == NULL) {
+		log_err("event=start error=\"cannot create the event loop\"");
+		goto done;
+	}
+	/* Binds the listeners: still privileged here. */
+	if ((ps.front = proc_front_new(ps.base, proc_config_get(ps.pc), env, NULL, err,
+	    sizeof(err))) == NULL) {
+		log_err("event=start error=\"%s\"", err);
+		rc = EXIT_USAGE;
+		goto done;
+	}
+	if ((ps.pe = proc_events_new(ps.base, env, &ops)) == NULL) {
+		log_err("event=start error=\"cannot set up signal handling\"");
+		goto done;
+	}
+	if (proc_child_drop(env, err, sizeof(err)) == -1) {
+		log_err("event=start error=\"%s\"", err);
+		rc = EXIT_USAGE;
+		goto done;
+	}
+	if (sandbox_smtp(err, sizeof(err)) == -1) {
+		log_err("event=start error=\"%s\"", err);
+		goto done;
+	}
+	proc_ready(env);
+	if (event_base_dispatch(ps.base) == -1)
+		log_err("event=loop error=\"event loop failed\"");
+	else
+		rc = EXIT_OK;
+done:
+	proc_events_free(ps.pe);
+	proc_front_free(ps.front);
+	if (ps.base != NULL)
+		event_base_free(ps.base);
+	proc_config_free(ps.pc);
+	return rc;
+}
