@@ -36,7 +36,7 @@
 #define ADMIN_THROTTLE_WINDOW	(15 * 60)	/* ... in this many seconds, then 429 */
 #define ADMIN_THROTTLE_KEYS	1024		/* users and addresses tracked */
 #define ADMIN_THROTTLE_KEY_MAX	(VAULT_NAME_MAX + 8)
-#define ADMIN_WORKERS		2		/* threads for Argon2id and audit scans */
+#define ADMIN_WORKERS		2		/* threads for audit scans */
 #define ADMIN_JOBS_MAX		32		/* jobs queued or running; more get 503 */
 #define ADMIN_AUDIT_LIMIT	50		/* audit entries per page by default */
 #define ADMIN_AUDIT_LIMIT_MAX	500		/* ... and at most */

@@ -1,21 +1,22 @@
 /*
- * admin_server.c: libmicrohttpd inside the daemon's libevent loop, the
- * request life cycle (bounded body, one reply, suspension while a job
- * runs) and the headers every reply carries.
+ * admin_server.c: libmicrohttpd inside a libevent loop (the admin process's,
+ * admin_proc.c), the request life cycle (bounded body, one reply,
+ * suspension while a job runs) and the headers every reply carries.
  *
  * Threading model. MHD runs in "external" mode with epoll: it owns one epoll
  * descriptor holding its listening socket and connections, and the loop
  * watches that one descriptor (plus a timer from MHD_get_timeout()) and calls
  * MHD_run() when it is readable. So every access handler runs on the loop
- * thread, like the SMTP sessions, and may use the credential store, the
- * audit writer, the relay and the metrics, none of which lock. The
- * alternative, MHD's own polling thread, would put every handler on another
- * thread and need a hand-off for nearly every route; here only the two slow
- * things leave the loop, as jobs that see copies only (admin_worker.c):
- * Argon2id for a login and scans of the audit log. Verifying a new App
- * Password upstream is asynchronous on the loop (admin_verify.c). A request
- * waiting for either is suspended (MHD_suspend_connection) and resumed with
- * its reply when the result is back.
+ * thread and may use the keeper's client (credential.h) and the relay's
+ * (relay_ctl.h), neither of which locks. The alternative, MHD's own polling
+ * thread, would put every handler on another thread and need a hand-off for
+ * nearly every route. Slow things leave the loop: scans of the audit log run
+ * as jobs that see copies only (admin_worker.c); an admin login is checked
+ * by the keeper, which answers later (credstore_admin_verify); verifying a
+ * new App Password upstream is asynchronous on the loop (admin_verify.c); a
+ * queue delete is answered by the relay once the files are gone. A request
+ * waiting for any of them is suspended (MHD_suspend_connection) and resumed
+ * with its reply when the result is back.
  *
  * Bounds: ADMIN_CONN_MAX connections, ADMIN_CONN_PER_IP from one address,
  * ADMIN_CONN_TIMEOUT seconds idle, ADMIN_CONN_MEMORY for the request line

@@ -1,7 +1,6 @@
 /*
- * admin_worker.c: a few threads for the admin server's slow work (Argon2id
- * of a login, scans of the audit log), so that the event loop, which also
- * carries mail, never waits for them.
+ * admin_worker.c: a few threads for the admin server's slow work (scans of
+ * the audit log), so that the event loop never waits for them.
  *
  * A job is run() on a worker and then done() on the loop thread. Finished
  * jobs go onto a list under the same mutex and a byte on a pipe wakes the
