@@ -137,7 +137,9 @@ struct relay_link_limits {
 
 /*
  * Decode one SUBMIT payload (and its memfd, or -1; the fd is not closed).
- * 0 with *out a new message (relay_msg_free), or -1 with why.
+ * 0 with *out a new message (relay_msg_free); -1 with why when the record
+ * breaks the wire form or a bound (a protocol error); -2 with why when
+ * memory runs out (the relay side answers that one 451).
  */
 int	relay_link_decode(const unsigned char *p, size_t len, int fd,
 	    const struct relay_link_limits *lim, struct relay_msg **out, char *why,
