@@ -39,8 +39,10 @@ static const char *const sandbox_keeper_calls[] = {
 	"rt_sigreturn", "rt_sigprocmask", "rt_sigaction", "sigaltstack", "futex",
 	"sched_yield", "prlimit64", "getrlimit", "exit", "exit_group",
 	/* the login checker's thread (keeper_verify.c): a new thread sets these
-	 * up; clone() itself only for threads (sandbox_allow_threads) */
-	"set_robust_list", "rseq",
+	 * up (ASan's runtime asks for its stack with pthread_getattr_np, which
+	 * reads the affinity); clone() itself only for threads
+	 * (sandbox_allow_threads) */
+	"set_robust_list", "rseq", "sched_getaffinity",
 };
 
 /*
