@@ -73,18 +73,8 @@ proc_role_name(enum proc_role role)
 static int
 proc_env_has(const struct proc_env *env, int fd)
 {
-	const struct proc_env *with[] = { env, env->with_smtp, env->with_admin };
-	size_t i;
-
-	for (i = 0; i < sizeof(with) / sizeof(with[0]); i++) {
-		if (with[i] == NULL)
-			continue;
-		if (fd == with[i]->parent_fd || fd == with[i]->keeper_fd ||
-		    fd == with[i]->keeper_audit_fd || fd == with[i]->relay_fd ||
-		    fd == with[i]->smtp_fd || fd == with[i]->admin_fd)
-			return 1;
-	}
-	return 0;
+	return fd == env->parent_fd || fd == env->keeper_fd || fd == env->keeper_audit_fd ||
+	    fd == env->relay_fd || fd == env->smtp_fd || fd == env->admin_fd;
 }
 
 /* Everything the parent had open (other children's channels, the keeper's

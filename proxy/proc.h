@@ -47,14 +47,6 @@ struct proc_env {
 	int			 relay_fd;	/* smtp and admin: their channel to the relay */
 	int			 smtp_fd;	/* relay: the channel from the smtp front end */
 	int			 admin_fd;	/* relay: the channel from the admin process */
-	/*
-	 * Interim, until the front end and the admin page run in processes of
-	 * their own: the roles this process serves besides its own, each with
-	 * the keeper channel it would have had (so that the keeper's rule
-	 * tables hold already). NULL when that role has its own process.
-	 */
-	struct proc_env		*with_smtp;
-	struct proc_env		*with_admin;
 };
 
 /* Messages on parent_fd (SOCK_SEQPACKET, ipc.h), child to parent; the parent
@@ -123,21 +115,6 @@ void	proc_config_free(struct proc_config *pc);
 /* In-flight work gets the upstream timeout twice over plus the SMTP timeout
  * after SIGTERM (the parent allows a little more). */
 int	proc_drain_seconds(const struct config *cfg);
-
-/*
- * The SMTP front end's parts (proc_smtp.c): listeners and sessions with a
- * keeper channel of their own (env->keeper_fd, taken over). In the smtp
- * process relay is NULL and messages go over env->relay_fd; until that
- * process exists, the relay process runs them with its relay.
- */
-struct relay;
-struct proc_front;
-struct proc_front *proc_front_new(struct event_base *base, const struct config *cfg,
-	    struct proc_env *env, struct relay *relay, char *err, size_t errlen);
-void	proc_front_set_config(struct proc_front *pf, const struct config *cfg);
-/* Stop listening; done(arg) once every session and submit has ended. */
-void	proc_front_drain(struct proc_front *pf, void (*done)(void *), void *arg);
-void	proc_front_free(struct proc_front *pf);
 
 /* "keeper", "relay", "smtp", "admin", "parent": for logs (process=...). */
 const char *proc_role_name(enum proc_role role);

@@ -9,10 +9,6 @@
  * after AUTH (keeper_rules_relay); it appends the message events to the
  * audit log through the keeper and asks it to reopen the log on SIGHUP.
  *
- * Until the front end and the admin page have processes of their own
- * (env->with_smtp, env->with_admin), this process runs them too, each with
- * the keeper channel and rule table its own process will have.
- *
  * SIGTERM comes once the front end has exited: finish what is in flight
  * (direct: the upstream answers; queue: spool writes), exit 0.
  */
@@ -25,7 +21,6 @@
 
 #include <event2/event.h>
 
-#include "admin.h"
 #include "audit.h"
 #include "cli.h"
 #include "config.h"
@@ -48,11 +43,6 @@ struct proc_relay {
 	struct relay_link	*link;		/* from the smtp process */
 	struct relay_ctl	*ctl;		/* from the admin process */
 	struct proc_events	*pe;
-	/* Interim: the roles this process serves besides its own. */
-	struct proc_front	*front;
-	struct credstore	*admin_cs;	/* keeper_rules_admin */
-	struct audit		*admin_audit;
-	struct admin_server	*admin;
 };
 
 static void
@@ -65,22 +55,11 @@ proc_relay_drained(void *arg)
 }
 
 static void
-proc_relay_front_drained(void *arg)
-{
-	struct proc_relay *pr = arg;
-
-	relay_drain(pr->relay, proc_relay_drained, pr);
-}
-
-static void
 proc_relay_drain(void *arg)
 {
 	struct proc_relay *pr = arg;
 
-	if (pr->front != NULL)
-		proc_front_drain(pr->front, proc_relay_front_drained, pr);
-	else
-		relay_drain(pr->relay, proc_relay_drained, pr);
+	relay_drain(pr->relay, proc_relay_drained, pr);
 }
 
 static int
@@ -95,10 +74,6 @@ proc_relay_reload(void *arg)
 	relay_set_config(pr->relay, cfg);
 	if (pr->link != NULL)
 		relay_link_server_set_config(pr->link, cfg);
-	if (pr->front != NULL)
-		proc_front_set_config(pr->front, cfg);
-	if (pr->admin != NULL)
-		admin_server_set_config(pr->admin, cfg);
 	/* logrotate: a renamed log is followed by a fresh file. */
 	if (audit_reopen(pr->audit, err, sizeof(err)) == -1)
 		log_err("event=reload error=\"%s\"", err);
@@ -113,8 +88,8 @@ proc_relay_drain_seconds(void *arg)
 	return proc_drain_seconds(proc_config_get(pr->pc));
 }
 
-/* Everything that binds or opens as root: the keeper channels, the relay
- * (spool, control socket), the links, and the interim roles' listeners. */
+/* Everything that opens as root: the keeper channels, the relay (spool,
+ * control socket) and the links. */
 static int
 proc_relay_open(struct proc_relay *pr, char *err, size_t errlen)
 {
@@ -164,21 +139,6 @@ proc_relay_open(struct proc_relay *pr, char *err, size_t errlen)
 		}
 		env->admin_fd = -1;
 	}
-	if (env->with_smtp != NULL && (pr->front = proc_front_new(pr->base, cfg,
-	    env->with_smtp, pr->relay, err, errlen)) == NULL)
-		return EXIT_USAGE;
-	if (env->with_admin != NULL) {
-		if ((pr->admin_cs = credstore_connect(env->with_admin->keeper_fd)) == NULL ||
-		    (pr->admin_audit = credstore_audit_forwarder(pr->admin_cs)) == NULL) {
-			snprintf(err, errlen, "out of memory");
-			return EXIT_FAILED;
-		}
-		env->with_admin->keeper_fd = -1;
-		/* The admin page and API share this loop (admin/admin_server.c). */
-		if ((pr->admin = admin_server_new(pr->base, cfg, pr->admin_cs, pr->admin_audit,
-		    pr->relay, err, errlen)) == NULL)
-			return EXIT_USAGE;
-	}
 	return EXIT_OK;
 }
 
@@ -226,17 +186,13 @@ proc_relay_main(struct proc_env *env)
 	else
 		rc = EXIT_OK;
 done:
-	/* First: they refer to the relay, the credential stores and the audit log. */
-	admin_server_free(pr.admin);
-	proc_front_free(pr.front);
+	/* First: they refer to the relay. */
 	if (pr.ctl != NULL)
 		relay_ctl_free(pr.ctl);
 	if (pr.link != NULL)
 		relay_link_free(pr.link);
 	if (pr.relay != NULL)
 		relay_free(pr.relay);
-	audit_close(pr.admin_audit);
-	credstore_free(pr.admin_cs);
 	audit_close(pr.audit);
 	credstore_free(pr.cs);
 	proc_events_free(pr.pe);

@@ -27,11 +27,13 @@
 #include "sandbox.h"
 #include "smtp_session.h"
 
+/* The listeners and sessions, their keeper channel and the link to the
+ * relay. */
 struct proc_front {
 	struct credstore	*cs;
 	struct audit		*audit;		/* forwarded to the keeper */
 	struct smtp_server	*srv;
-	struct relay_link	*link;		/* own process: to the relay */
+	struct relay_link	*link;		/* to the relay */
 	void			(*done)(void *);
 	void			*done_arg;
 };
@@ -69,9 +71,12 @@ proc_front_cancel(void *arg, void *cbarg)
 	relay_link_cancel(pf->link, cbarg);
 }
 
-struct proc_front *
+static void	proc_front_free(struct proc_front *);
+
+/* Binds the listeners; takes over env->keeper_fd and env->relay_fd. */
+static struct proc_front *
 proc_front_new(struct event_base *base, const struct config *cfg, struct proc_env *env,
-    struct relay *relay, char *err, size_t errlen)
+    char *err, size_t errlen)
 {
 	struct smtp_server_hooks hooks;
 	struct proc_front *pf;
@@ -89,31 +94,28 @@ proc_front_new(struct event_base *base, const struct config *cfg, struct proc_en
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
-	if (relay == NULL) {
-		if ((pf->link = relay_link_client_new(base, env->relay_fd)) == NULL) {
-			snprintf(err, errlen, "cannot set up the channel to the relay");
-			goto fail;
-		}
-		env->relay_fd = -1;
+	if ((pf->link = relay_link_client_new(base, env->relay_fd)) == NULL) {
+		snprintf(err, errlen, "cannot set up the channel to the relay");
+		goto fail;
 	}
-	if ((pf->srv = smtp_server_new(base, cfg, relay, pf->cs, err, errlen)) == NULL)
+	env->relay_fd = -1;
+	/* No relay in this process: the hooks send each message over the link. */
+	if ((pf->srv = smtp_server_new(base, cfg, NULL, pf->cs, err, errlen)) == NULL)
 		goto fail;
 	smtp_server_set_audit(pf->srv, pf->audit);
-	if (pf->link != NULL) {
-		memset(&hooks, 0, sizeof(hooks));
-		hooks.resolve = proc_front_resolve;
-		hooks.submit = proc_front_submit;
-		hooks.cancel = proc_front_cancel;
-		hooks.arg = pf;
-		smtp_server_set_hooks(pf->srv, &hooks);
-	}
+	memset(&hooks, 0, sizeof(hooks));
+	hooks.resolve = proc_front_resolve;
+	hooks.submit = proc_front_submit;
+	hooks.cancel = proc_front_cancel;
+	hooks.arg = pf;
+	smtp_server_set_hooks(pf->srv, &hooks);
 	return pf;
 fail:
 	proc_front_free(pf);
 	return NULL;
 }
 
-void
+static void
 proc_front_set_config(struct proc_front *pf, const struct config *cfg)
 {
 	smtp_server_set_config(pf->srv, cfg);
@@ -132,13 +134,11 @@ proc_front_sessions_drained(void *arg)
 {
 	struct proc_front *pf = arg;
 
-	if (pf->link != NULL)
-		relay_link_client_drain(pf->link, proc_front_link_drained, pf);
-	else
-		pf->done(pf->done_arg);
+	relay_link_client_drain(pf->link, proc_front_link_drained, pf);
 }
 
-void
+/* Stop listening; done(arg) once every session and submit has ended. */
+static void
 proc_front_drain(struct proc_front *pf, void (*done)(void *), void *arg)
 {
 	pf->done = done;
@@ -146,7 +146,7 @@ proc_front_drain(struct proc_front *pf, void (*done)(void *), void *arg)
 	smtp_server_drain(pf->srv, proc_front_sessions_drained, pf);
 }
 
-void
+static void
 proc_front_free(struct proc_front *pf)
 {
 	if (pf == NULL)
@@ -217,7 +217,7 @@ proc_smtp_main(struct proc_env *env)
 		goto done;
 	}
 	/* Binds the listeners: still privileged here. */
-	if ((ps.front = proc_front_new(ps.base, proc_config_get(ps.pc), env, NULL, err,
+	if ((ps.front = proc_front_new(ps.base, proc_config_get(ps.pc), env, err,
 	    sizeof(err))) == NULL) {
 		log_err("event=start error=\"%s\"", err);
 		rc = EXIT_USAGE;

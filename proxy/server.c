@@ -40,14 +40,6 @@
 #include "sandbox.h"
 #include "sdnotify.h"
 
-/*
- * Which roles run in processes of their own. Until the front end's and the
- * admin page's processes are wired (relay_link.h, admin_proc.c), the relay
- * process serves them (proc_env.with_smtp, with_admin).
- */
-#define SERVER_OWN_SMTP		1
-#define SERVER_OWN_ADMIN	0
-
 #define SERVER_RELOAD_SECONDS	10	/* a child that does not confirm a reload by then */
 #define SERVER_STOP_SLACK	10	/* seconds on top of the children's drain time */
 #define SERVER_START_GRACE_MS	2000	/* a child that failed to start has this to exit */
@@ -496,8 +488,7 @@ server_start_children(struct server *s, const struct privdrop *pd)
 		close(kfd[KEEPER_CH_QUEUE_IO]);
 		kfd[KEEPER_CH_QUEUE_IO] = -1;
 	}
-	if ((SERVER_OWN_SMTP && ipc_socketpair(link) == -1) ||
-	    (SERVER_OWN_ADMIN && ipc_socketpair(ctl) == -1)) {
+	if (ipc_socketpair(link) == -1 || ipc_socketpair(ctl) == -1) {
 		cli_error("cannot create the relay's channels: %s", strerror(errno));
 		rc = EXIT_FAILED;
 		goto done;
@@ -513,31 +504,19 @@ server_start_children(struct server *s, const struct privdrop *pd)
 	smtp.relay_fd = link[1];
 	admin.keeper_fd = kfd[KEEPER_CH_ADMIN];
 	admin.relay_fd = ctl[1];
-	if (!SERVER_OWN_SMTP)
-		relay.with_smtp = &smtp;
-	if (!SERVER_OWN_ADMIN)
-		relay.with_admin = &admin;
 	if ((rc = server_fork(s, &relay, proc_relay_main)) != EXIT_OK)
 		goto done;
-	/* The relay's ends, and the interim roles' channels, are the relay's. */
-	close(kfd[KEEPER_CH_RELAY]);
-	kfd[KEEPER_CH_RELAY] = -1;
-	if (kfd[KEEPER_CH_QUEUE_IO] != -1) {
-		close(kfd[KEEPER_CH_QUEUE_IO]);
-		kfd[KEEPER_CH_QUEUE_IO] = -1;
-	}
+	/* The relay's ends are the relay's now. */
+	server_close_fds(&kfd[KEEPER_CH_RELAY], 1);
+	server_close_fds(&kfd[KEEPER_CH_QUEUE_IO], 1);
 	server_close_fds(&link[0], 1);
 	server_close_fds(&ctl[0], 1);
-#if SERVER_OWN_ADMIN
 	if ((rc = server_fork(s, &admin, proc_admin_main)) != EXIT_OK)
 		goto done;
-#endif
 	server_close_fds(&kfd[KEEPER_CH_ADMIN], 1);
 	server_close_fds(&ctl[1], 1);
-#if SERVER_OWN_SMTP
 	if ((rc = server_fork(s, &smtp, proc_smtp_main)) != EXIT_OK)
 		goto done;
-#endif
 	rc = EXIT_OK;
 done:
 	server_close_fds(kfd, KEEPER_CHANNELS);

@@ -84,7 +84,8 @@ def bounded_asan(smtpvault_bin, monkeypatch):
 
 
 def proc_status(pid):
-    """VmRSS and VmHWM of a process, in kB."""
+    """VmRSS and VmHWM of a process, in kB: the relay's for what the upstream
+    sends, the front end's for what a LAN client sends (d.pids())."""
     values = {}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -658,12 +659,12 @@ def test_upstream_10mb_reply_bounded_memory(daemon, gmail, hostile, mode, bounde
     srv = hostile(mode)
     d = daemon(upstream={"host": "127.0.0.1", "port": srv.port, "timeout": "3s"})
     assert send_one(d)[1] // 100 == 4          # warm up the relay's pools
-    rss0, hwm0 = proc_status(d.proc.pid)
+    rss0, hwm0 = proc_status(d.pids()["relay"])
     t0 = time.monotonic()
     stage, code, text = send_one(d)
     elapsed = time.monotonic() - t0
     time.sleep(0.3)
-    rss1, hwm1 = proc_status(d.proc.pid)
+    rss1, hwm1 = proc_status(d.pids()["relay"])
     report(f"upstream_10mb[{mode}]", reply=code, seconds=round(elapsed, 1),
            rss_before_kb=rss0, rss_after_kb=rss1, hwm_before_kb=hwm0, hwm_after_kb=hwm1,
            upstream_bytes_sent=srv.sent)
@@ -687,13 +688,13 @@ def test_upstream_10mb_reply_to_final_dot(daemon, gmail, bounded_asan):
     deliver again."""
     d = daemon()
     assert send_one(d)[1] == 250
-    rss0, hwm0 = proc_status(d.proc.pid)
+    rss0, hwm0 = proc_status(d.pids()["relay"])
     huge = "\r\n".join(["250-" + "x" * 1018] * 10240 + ["250 2.0.0 OK"])
     gmail.script("MESSAGE", huge)
     t0 = time.monotonic()
     stage, code, text = send_one(d)
     elapsed = time.monotonic() - t0
-    rss1, hwm1 = proc_status(d.proc.pid)
+    rss1, hwm1 = proc_status(d.pids()["relay"])
     report("upstream_10mb_reply_to_dot", reply=code, seconds=round(elapsed, 1),
            rss_before_kb=rss0, rss_after_kb=rss1, hwm_after_kb=hwm1)
     assert 400 <= code < 500, (stage, code, text[:200])
@@ -727,7 +728,7 @@ def warm_up(d):
 def test_10mb_command_line_without_newline(daemon, gmail, bounded_asan):
     d = daemon()
     warm_up(d)
-    rss0, hwm0 = proc_status(d.proc.pid)
+    rss0, hwm0 = proc_status(d.pids()["smtp"])
     c = Lan(d, timeout=20)
     try:
         ehlo(c)
@@ -736,7 +737,7 @@ def test_10mb_command_line_without_newline(daemon, gmail, bounded_asan):
         assert code == 500 and "5.5.2" in text, text
         t.join(20)
         assert not t.is_alive(), "10 MB could not be sent within 20 s"
-        rss1, hwm1 = proc_status(d.proc.pid)
+        rss1, hwm1 = proc_status(d.pids()["smtp"])
         if "ok" in res:
             try:
                 code2 = c.cmd("\r\nNOOP")[0]
@@ -763,7 +764,7 @@ def test_10mb_data_line_without_newline(daemon, gmail, bounded_asan):
     d = daemon()
     warm_up(d)
     n_before = len(gmail.messages)
-    rss0, hwm0 = proc_status(d.proc.pid)
+    rss0, hwm0 = proc_status(d.pids()["smtp"])
     c = Lan(d, timeout=20)
     try:
         ehlo(c)
@@ -774,7 +775,7 @@ def test_10mb_data_line_without_newline(daemon, gmail, bounded_asan):
         t.join(20)
         assert not t.is_alive()
         code, text = c.reply()
-        rss1, hwm1 = proc_status(d.proc.pid)
+        rss1, hwm1 = proc_status(d.pids()["smtp"])
         assert code == 500 and "5.5.2" in text, text
         assert c.cmd("NOOP")[0] == 250
     finally:
@@ -806,7 +807,7 @@ def test_1000_idle_connections_others_still_served(daemon, gmail, bounded_asan):
     d = daemon(smtp={"max_connections": "2000", "max_connections_per_ip": "2000",
                      "timeout": "60s"})
     warm_up(d)
-    rss0, hwm0 = proc_status(d.proc.pid)
+    rss0, hwm0 = proc_status(d.pids()["smtp"])
     socks = []
     try:
         t0 = time.monotonic()
@@ -819,7 +820,7 @@ def test_1000_idle_connections_others_still_served(daemon, gmail, bounded_asan):
             if s.recv(512).startswith(b"220"):
                 greeted += 1
         opened = time.monotonic() - t0
-        rss1, hwm1 = proc_status(d.proc.pid)
+        rss1, hwm1 = proc_status(d.pids()["smtp"])
         elapsed, code, text = timed_transaction(d)
         assert code == 250, text
         # One client on top of the 1000 idle ones that also dawdles: still fine.
@@ -846,7 +847,7 @@ def test_slow_drip_clients(daemon, gmail, bounded_asan):
     n, step = 50, 0.25
     d = daemon(smtp={"max_connections_per_ip": "200", "timeout": "3s"})
     warm_up(d)
-    rss0, hwm0 = proc_status(d.proc.pid)
+    rss0, hwm0 = proc_status(d.pids()["smtp"])
     script = b"EHLO drip.lan\r\nMAIL FROM:<team@example.com>\r\n" + b"X" * 2000
     socks = [socket.create_connection((d.host, d.port), timeout=5) for _ in range(n)]
     served = []
@@ -868,7 +869,7 @@ def test_slow_drip_clients(daemon, gmail, bounded_asan):
                 served.append(timed_transaction(d)[0])
                 next_probe += 2.0
             time.sleep(step)
-        rss1, hwm1 = proc_status(d.proc.pid)
+        rss1, hwm1 = proc_status(d.pids()["smtp"])
     finally:
         for s in socks:
             s.close()
@@ -884,7 +885,7 @@ def test_rcpt_flood_452_after_max(daemon, gmail, bounded_asan):
     limit, sent = 100, 1000
     d = daemon(smtp={"max_recipients": str(limit)})
     warm_up(d)
-    rss0, hwm0 = proc_status(d.proc.pid)
+    rss0, hwm0 = proc_status(d.pids()["smtp"])
     c = Lan(d, timeout=20)
     codes = []
     try:
@@ -904,7 +905,7 @@ def test_rcpt_flood_452_after_max(daemon, gmail, bounded_asan):
         closed = c.closed()
     finally:
         c.close()
-    rss1, hwm1 = proc_status(d.proc.pid)
+    rss1, hwm1 = proc_status(d.pids()["smtp"])
     accepted = codes.count(250)
     over = codes[accepted:]
     report("rcpt_flood", sent=sent, accepted=accepted, then_452=over.count(452),

@@ -1,56 +1,36 @@
-"""test_privsep.py: privilege separation (issue 8). The daemon runs as two
-processes: the vault keeper (no network socket; the vault, the master key,
-the audit key) and the network process (SMTP front end, relay, admin).
+"""test_privsep.py: privilege separation (issue 8). "serve" is a parent
+that supervises four processes: the vault keeper (no network socket; the
+vault, the master key, the audit key), the relay (upstream sessions and the
+queue), the SMTP front end and the admin process.
 
 - While the daemon relays mail and an admin rotates a password (with and
-  without the upstream proof), the memory of the network process (every
-  mapping, read through /proc/PID/mem as root) holds no copy of the master
-  key (the key file's 32 bytes) nor of the old or new App Password; the
-  same scan of the keeper finds them, which proves the scan works. (The
-  network process still runs the relay, which holds one credential per
-  upstream login until AUTH is done; the scan runs between messages.)
-- Killing the keeper ends the daemon at once, with a log line and a non-zero
-  status (no silent restart), and every message that got a 250 was
-  delivered upstream (direct mode) or is delivered after a restart (queue).
+  without the upstream proof), the memory of the SMTP front end and of the
+  admin process (every mapping, read through /proc/PID/mem as root) holds
+  no copy of the master key (the key file's 32 bytes) nor of the old or new
+  App Password; the same scan of the keeper finds them, which proves the
+  scan works. The front end is also scanned while mail flows.
+- Each child runs as its own process, not dumpable, with a seccomp filter.
+- Killing any one child (keeper, relay, smtp, admin) ends the daemon at
+  once, with a log line naming the child and a non-zero status (no silent
+  restart), and every message that got a 250 was delivered upstream (direct
+  mode) or is delivered after a restart (queue mode).
 """
 
 import os
+import re
 import secrets
 import signal
-import subprocess
+import threading
 import time
 
 import pytest
 
-from conftest import DEFAULT_ACCOUNT, Account, child_env, die_with_parent
+from conftest import DEFAULT_ACCOUNT, Account
 from test_admin import Admin, add_admin
 
 MAX_REGION = 1 << 30        # skip mappings larger than this (none expected)
 EXIT_TIMEOUT = 10.0
-
-
-def children(pid):
-    """Direct children of pid (from /proc/*/stat)."""
-    out = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # The command name may hold spaces: fields after the last ')'.
-        fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[1]) == pid:
-            out.append(int(name))
-    return out
-
-
-def keeper_of(d):
-    kids = children(d.proc.pid)
-    assert len(kids) == 1, f"expected one child (the keeper), found {kids}"
-    return kids[0]
+ROLES = ("keeper", "relay", "smtp", "admin")
 
 
 def scan(pid, needles):
@@ -94,8 +74,28 @@ def app_password():
     return "".join(secrets.choice(letters) for _ in range(16))
 
 
+def proc_status(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+
+
+def test_one_process_per_role(daemon):
+    d = daemon()
+    pids = d.pids()
+    assert set(pids) == set(ROLES), pids
+    assert len(set(pids.values())) == len(ROLES), pids
+    for role, pid in pids.items():
+        status = proc_status(pid)
+        assert int(status["PPid"]) == d.proc.pid, (role, status["PPid"])
+        assert status["Seccomp"].strip() == "2", (role, status["Seccomp"])
+        if role != "keeper":
+            with open(f"/proc/{pid}/comm") as f:
+                assert f.read().strip() == f"smtpvault:{role}"[:15]
+    assert proc_status(d.proc.pid)["Seccomp"].strip() == "2", "the parent runs under seccomp too"
+
+
 @pytest.mark.parametrize("verify", [False, True], ids=["no-verify", "verify"])
-def test_network_process_holds_no_secret(root_only, daemon, gmail, verify):
+def test_front_end_and_admin_hold_no_secret(root_only, daemon, gmail, verify):
     old_pw, new_pw = app_password(), app_password()
     d = daemon(accounts=[Account(DEFAULT_ACCOUNT, password=old_pw)], start=False)
     add_admin(d)
@@ -104,8 +104,31 @@ def test_network_process_holds_no_secret(root_only, daemon, gmail, verify):
         master = f.read()
     assert len(master) == 32
     old, new = old_pw.encode(), new_pw.encode()
+    pids = d.pids()
+    assert pids["smtp"] not in (pids["relay"], pids["keeper"])
+    assert pids["admin"] not in (pids["relay"], pids["keeper"])
 
-    send(d, 3, "before")
+    # The front end while mail flows: it never had a credential to hold.
+    stop = threading.Event()
+    sent = []
+
+    def flow():
+        while not stop.is_set():
+            send(d, 1, f"flow {len(sent)}")
+            sent.append(1)
+    t = threading.Thread(target=flow, daemon=True)
+    t.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(sent) < 3:
+            assert time.monotonic() < deadline, "no mail flows"
+            time.sleep(0.05)
+        during = scan(pids["smtp"], [master, old])
+    finally:
+        stop.set()
+        t.join(10)
+    assert during == {master: 0, old: 0}, during
+
     a = Admin(d)
     status, _, payload = a.login()
     assert status == 200, payload
@@ -114,78 +137,85 @@ def test_network_process_holds_no_secret(root_only, daemon, gmail, verify):
                           {"password": new_pw, "verify": verify})
     assert status == 200, data
     send(d, 3, "after")
-    assert len(gmail.delivered) == 6
+    assert len(gmail.delivered) == len(sent) + 3
 
-    keeper = keeper_of(d)
-    net = scan(d.proc.pid, [master, old, new])
-    kept = scan(keeper, [master, old, new])
+    kept = scan(pids["keeper"], [master, old, new])
+    smtp = scan(pids["smtp"], [master, old, new])
+    admin = scan(pids["admin"], [master, old, new])
     # Sanity: the scan finds what the keeper holds.
     assert kept[master] > 0, kept
     assert kept[old] > 0 and kept[new] > 0, kept
-    # The network process never had the master key, and kept no App
-    # Password: the relay wipes each after AUTH, the admin page wipes the
-    # new one after handing it to the keeper.
-    assert net == {master: 0, old: 0, new: 0}, net
-    # The audit key stays in the keeper too: the network process writes
-    # nothing to the audit log itself, yet the chain verifies.
+    # The front end never had a credential; the admin process wiped the
+    # new one after handing it to the keeper (and, with verify, after its
+    # one upstream login); neither ever had the master key.
+    assert smtp == {master: 0, old: 0, new: 0}, smtp
+    assert admin == {master: 0, old: 0, new: 0}, admin
+    # The audit key stays in the keeper too: nobody else writes the audit
+    # log, yet the chain verifies.
     rc, out, err = d.cli("audit", "verify")
     assert rc == 0, err
 
 
-def test_killing_the_keeper_ends_the_daemon(daemon, gmail):
-    d = daemon(start=False)
-    proc = subprocess.Popen([d.binary, "-c", d.conf, "serve"], stdin=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env=child_env(),
-                            preexec_fn=die_with_parent)
+def gone(pid):
     try:
-        d.proc = proc
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                s = d.smtp()
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline
-                time.sleep(0.05)
-        accepted = 0
-        for i in range(3):
-            s.sendmail(DEFAULT_ACCOUNT, ["bob@example.org"],
-                       f"Subject: k {i}\r\n\r\nx\r\n".encode())
-            accepted += 1
-        s.quit()
-        keeper = keeper_of(d)
-        os.kill(keeper, signal.SIGKILL)
-        rc = proc.wait(EXIT_TIMEOUT)
-        err = proc.stderr.read().decode()
-    finally:
-        d.proc = None           # not the fixture's to stop
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert rc != 0 and rc > 0, (rc, err)
-    assert "event=child_exited process=keeper signal=9 action=exit" in err, err
+        return proc_status(pid)["State"].startswith("Z")
+    except FileNotFoundError:
+        return True
+
+
+def wait_exit(d):
+    try:
+        return d.proc.wait(EXIT_TIMEOUT)
+    except Exception:
+        pytest.fail(f"the daemon did not exit within {EXIT_TIMEOUT}s; stderr:\n{d.log()}")
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_killing_a_child_ends_the_daemon(daemon, gmail, role):
+    d = daemon()
+    accepted = 0
+    s = d.smtp()
+    for i in range(3):
+        s.sendmail(DEFAULT_ACCOUNT, ["bob@example.org"],
+                   f"Subject: k {i}\r\n\r\nx\r\n".encode())
+        accepted += 1
+    s.quit()
+    pids = d.pids()
+    t0 = time.monotonic()
+    os.kill(pids[role], signal.SIGKILL)
+    rc = wait_exit(d)
+    assert rc > 0, (rc, d.log())
+    assert time.monotonic() - t0 < 5, "the daemon took too long to end"
+    log = d.log()
+    assert f"event=child_exited process={role} signal=9 action=exit" in log, log
+    # The others were stopped, not left behind.
+    for r, pid in pids.items():
+        if r != role:
+            assert gone(pid), (r, pid)
     # Every accepted message went upstream before its 250 (direct mode).
     assert len(gmail.delivered) == accepted
+    d.proc = None           # ended already: not the fixture's to stop
 
 
-def test_killing_the_keeper_in_queue_mode_loses_nothing(daemon, gmail):
+@pytest.mark.parametrize("role", ROLES)
+def test_killing_a_child_in_queue_mode_loses_nothing(daemon, gmail, role):
     """Messages wait in the queue (the upstream offers no STARTTLS, so every
-    attempt fails); the keeper is killed; the daemon ends; after a restart
+    attempt fails); one child is killed; the daemon ends; after a restart
     every message that got a 250 is delivered."""
-    from test_queue import qdaemon, send
+    from test_queue import qdaemon, send as qsend
     d = qdaemon(daemon)
     gmail.offer_starttls = False
     accepted = []
     for i in range(5):
-        msgid = f"keeper-kill-{i}@test.lan"
-        code, text = send(d, msgid)
+        msgid = f"{role}-kill-{i}@test.lan"
+        code, text = qsend(d, msgid)
         assert code == 250, text
         accepted.append(msgid)
     assert gmail.delivered == []
-    os.kill(keeper_of(d), signal.SIGKILL)
-    rc = d.proc.wait(EXIT_TIMEOUT)
+    os.kill(d.pids()[role], signal.SIGKILL)
+    rc = wait_exit(d)
     assert rc > 0, rc
-    assert "event=child_exited process=keeper signal=9 action=exit" in d.log()
+    assert f"event=child_exited process={role} signal=9 action=exit" in d.log()
     gmail.offer_starttls = True
     d.start()
     deadline = time.monotonic() + 30
@@ -195,3 +225,19 @@ def test_killing_the_keeper_in_queue_mode_loses_nothing(daemon, gmail):
             break
         time.sleep(0.2)
     assert got == set(accepted), sorted(set(accepted) - got)
+
+
+def test_sigterm_stops_in_order(daemon):
+    """The front end and the admin process first, then the relay, then the
+    keeper; exit 0."""
+    d = daemon()
+    pids = d.pids()
+    assert d.stop() == 0
+    log = d.log()
+    order = [m.group(1) for m in re.finditer(r"smtpvault\[(\w+)\]: event=(?:stopped|keeper_exit)",
+                                             log)]
+    assert order.index("relay") > order.index("smtp"), order
+    assert order.index("keeper") > order.index("relay"), order
+    assert "event=stopped" in log
+    for pid in pids.values():
+        assert gone(pid), pid

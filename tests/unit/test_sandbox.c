@@ -1,7 +1,10 @@
 /*
  * test_sandbox.c: proxy/sandbox.c as a specification, each case in a child
  * process. Under the keeper's filter, files, memory and time still work,
- * and socket() or execve() kill the process (SIGSYS). Under the network
+ * and socket() or execve() kill the process (SIGSYS). The parent of serve
+ * may not open files (EACCES) nor make a network socket; the front end
+ * reads files but makes no socket; the relay makes sockets; none of them
+ * runs a program or ptraces. Under the network
  * process's filter, sockets work and execve() and ptrace() are refused
  * (killed; in an ASan build, whose runtime needs them, execve() gets EPERM
  * and ptrace() is allowed).
@@ -30,6 +33,7 @@
 #define CHILD_OK	0
 #define CHILD_FAILED	1
 #define CHILD_EPERM	7
+#define CHILD_EACCES	8
 
 #if defined(__SANITIZE_ADDRESS__)
 #define ASAN_BUILD	1
@@ -52,7 +56,7 @@ under_valgrind(void)
 	return pre != NULL && strstr(pre, "vgpreload") != NULL;
 }
 
-enum probe { PROBE_FILES, PROBE_SOCKET, PROBE_EXEC, PROBE_PTRACE };
+enum probe { PROBE_FILES, PROBE_SOCKET, PROBE_EXEC, PROBE_PTRACE, PROBE_OPEN };
 
 static int
 run(int (*install)(char *, size_t), enum probe p)
@@ -83,6 +87,10 @@ run(int (*install)(char *, size_t), enum probe p)
 		case PROBE_EXEC:
 			execve(argv[0], argv, envp);
 			_exit(errno == EPERM ? CHILD_EPERM : CHILD_FAILED);
+		case PROBE_OPEN:
+			if ((fd = open("/dev/null", O_RDONLY)) >= 0)
+				_exit(CHILD_OK);
+			_exit(errno == EACCES ? CHILD_EACCES : CHILD_FAILED);
 		case PROBE_PTRACE:
 			if (ptrace(PTRACE_TRACEME, 0, NULL, NULL) == -1)
 				_exit(errno == EPERM ? CHILD_EPERM : CHILD_FAILED);
@@ -146,6 +154,50 @@ test_network_has_no_exec_and_no_ptrace(void **state)
 		assert_killed(run(sandbox_network, PROBE_PTRACE));
 }
 
+static void
+assert_exited(int st, int code)
+{
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), code);
+}
+
+/* The parent of serve opens no file (refused, not killed: a preloaded
+ * library may try) and makes no network socket. Under ASan every process
+ * but the keeper has the network deny list instead. */
+static void
+test_parent_has_no_files_and_no_network(void **state)
+{
+	if (ASAN_BUILD) {
+		assert_exited(run(sandbox_parent, PROBE_OPEN), CHILD_OK);
+		return;
+	}
+	assert_exited(run(sandbox_parent, PROBE_OPEN), CHILD_EACCES);
+	assert_killed(run(sandbox_parent, PROBE_SOCKET));
+	assert_killed(run(sandbox_parent, PROBE_EXEC));
+}
+
+/* The front end accepts, it never makes a socket; it reads files (SIGHUP). */
+static void
+test_smtp_reads_files_makes_no_socket(void **state)
+{
+	assert_exited(run(sandbox_smtp, PROBE_FILES), CHILD_OK);
+	if (ASAN_BUILD)
+		return;
+	assert_killed(run(sandbox_smtp, PROBE_SOCKET));
+	assert_killed(run(sandbox_smtp, PROBE_EXEC));
+	assert_killed(run(sandbox_smtp, PROBE_PTRACE));
+}
+
+static void
+test_relay_connects_but_runs_nothing(void **state)
+{
+	assert_exited(run(sandbox_relay, PROBE_SOCKET), CHILD_OK);
+	assert_exited(run(sandbox_relay, PROBE_FILES), CHILD_OK);
+	assert_refused(run(sandbox_relay, PROBE_EXEC));
+	if (!ASAN_BUILD)
+		assert_killed(run(sandbox_relay, PROBE_PTRACE));
+}
+
 int
 main(void)
 {
@@ -154,6 +206,9 @@ main(void)
 		cmocka_unit_test(test_keeper_has_no_socket_and_no_exec),
 		cmocka_unit_test(test_network_keeps_sockets),
 		cmocka_unit_test(test_network_has_no_exec_and_no_ptrace),
+		cmocka_unit_test(test_parent_has_no_files_and_no_network),
+		cmocka_unit_test(test_smtp_reads_files_makes_no_socket),
+		cmocka_unit_test(test_relay_connects_but_runs_nothing),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
