@@ -325,11 +325,12 @@ static const char *const sandbox_smtp_calls[] = {
 /*
  * The relay: upstream connections (DNS through /etc/hosts, nscd's socket or
  * UDP and TCP to a resolver, TLS with the system's CAs), the spool and its
- * folders (atomic renames, fsync, the lock), the queue's control socket,
- * the relay link's memfd, its I/O thread.
+ * folders (atomic renames, fsync, the lock), the queue's control socket
+ * (bound before the filter: no bind or listen after it), the relay link's
+ * memfd, its I/O thread.
  */
 static const char *const sandbox_relay_calls[] = {
-	"connect", "sendmmsg", "recvmmsg", "bind", "listen", "fadvise64",
+	"connect", "sendmmsg", "recvmmsg", "fadvise64",
 	"rename", "renameat", "renameat2", "unlink", "unlinkat", "mkdir", "mkdirat", "link",
 	"linkat", "fsync", "fdatasync", "syncfs", "flock", "fchmod", "fchmodat", "pread64",
 	"pwrite64", "getdents", "statfs", "fstatfs", "pipe2", "eventfd2",

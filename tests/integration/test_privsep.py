@@ -7,8 +7,9 @@ queue), the SMTP front end and the admin process.
   without the upstream proof), the memory of the SMTP front end and of the
   admin process (every mapping, read through /proc/PID/mem as root) holds
   no copy of the master key (the key file's 32 bytes) nor of the old or new
-  App Password; the same scan of the keeper finds them, which proves the
-  scan works. The front end is also scanned while mail flows.
+  App Password, and neither does the parent's; the same scan of the keeper
+  finds them, which proves the scan works. The front end is also scanned
+  while mail flows.
 - Each child runs as its own process, not dumpable, with a seccomp filter.
 - Killing any one child (keeper, relay, smtp, admin) ends the daemon at
   once, with a log line naming the child and a non-zero status (no silent
@@ -142,6 +143,7 @@ def test_front_end_and_admin_hold_no_secret(root_only, daemon, gmail, verify):
     kept = scan(pids["keeper"], [master, old, new])
     smtp = scan(pids["smtp"], [master, old, new])
     admin = scan(pids["admin"], [master, old, new])
+    parent = scan(d.proc.pid, [master, old, new])
     # Sanity: the scan finds what the keeper holds.
     assert kept[master] > 0, kept
     assert kept[old] > 0 and kept[new] > 0, kept
@@ -150,6 +152,7 @@ def test_front_end_and_admin_hold_no_secret(root_only, daemon, gmail, verify):
     # one upstream login); neither ever had the master key.
     assert smtp == {master: 0, old: 0, new: 0}, smtp
     assert admin == {master: 0, old: 0, new: 0}, admin
+    assert parent == {master: 0, old: 0, new: 0}, parent
     # The audit key stays in the keeper too: nobody else writes the audit
     # log, yet the chain verifies.
     rc, out, err = d.cli("audit", "verify")
