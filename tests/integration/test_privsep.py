@@ -15,18 +15,22 @@ queue), the SMTP front end and the admin process.
   once, with a log line naming the child and a non-zero status (no silent
   restart), and every message that got a 250 was delivered upstream (direct
   mode) or is delivered after a restart (queue mode).
+- SIGTERM stops them in order; a child that cannot start (a port in use, a
+  wrong key) ends the daemon with its one error line and exit status.
 """
 
 import os
 import re
 import secrets
 import signal
+import socket
+import subprocess
 import threading
 import time
 
 import pytest
 
-from conftest import DEFAULT_ACCOUNT, Account
+from conftest import DEFAULT_ACCOUNT, Account, child_env
 from test_admin import Admin, add_admin
 
 MAX_REGION = 1 << 30        # skip mappings larger than this (none expected)
@@ -244,3 +248,38 @@ def test_sigterm_stops_in_order(daemon):
     assert "event=stopped" in log
     for pid in pids.values():
         assert gone(pid), pid
+
+
+def serve_once(d):
+    p = subprocess.run([d.binary, "-c", d.conf, "serve"], capture_output=True, text=True,
+                       timeout=30, env=child_env(), stdin=subprocess.DEVNULL)
+    return p.returncode, p.stderr
+
+
+@pytest.mark.parametrize("what", ["smtp port", "admin port"])
+def test_a_child_that_cannot_start_ends_the_daemon(daemon, what):
+    """A port in use: the child that binds it says so in one error line and
+    exits 2; the parent stops the others and exits with that status."""
+    d = daemon(start=False)
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((d.host, d.port if what == "smtp port" else d.admin_port))
+        s.listen()
+        rc, err = serve_once(d)
+    assert rc == 2, err
+    errors = [line for line in err.splitlines() if line.startswith("<3>")]
+    assert len(errors) == 1 and "Address already in use" in errors[0], err
+    role = "smtp" if what == "smtp port" else "admin"
+    assert f"event=child_exited process={role} status=2 action=exit" in err, err
+    assert "event=keeper_exit" in err, "the keeper was not stopped"
+
+
+def test_wrong_key_is_one_line_and_status_1(daemon):
+    d = daemon(start=False)
+    with open(d.key_file, "wb") as f:
+        f.write(b"\x01" * 32)
+    rc, err = serve_once(d)
+    assert rc == 1, err
+    assert [line for line in err.splitlines() if line.strip()] == [
+        f"smtpvault: cannot decrypt vault {d.vault}: wrong passphrase or key, "
+        "or the file is damaged"], err
