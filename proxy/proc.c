@@ -292,6 +292,35 @@ proc_events_timed_out(const struct proc_events *pe)
 	return pe != NULL && pe->timed_out;
 }
 
+int
+proc_serve(struct proc_env *env, struct event_base *base, const struct proc_ops *ops,
+    int (*dropped)(void *, char *, size_t), int (*sandbox)(char *, size_t),
+    struct proc_events **pe)
+{
+	char err[1024];
+
+	if ((*pe = proc_events_new(base, env, ops)) == NULL) {
+		log_err("event=start error=\"cannot set up signal handling\"");
+		return EXIT_FAILED;
+	}
+	if (proc_child_drop(env, err, sizeof(err)) == -1 ||
+	    (dropped != NULL && dropped(ops->arg, err, sizeof(err)) == -1)) {
+		log_err("event=start error=\"%s\"", err);
+		return EXIT_USAGE;
+	}
+	/* The parsers of what others send run from here on. */
+	if (sandbox(err, sizeof(err)) == -1) {
+		log_err("event=start error=\"%s\"", err);
+		return EXIT_FAILED;
+	}
+	proc_ready(env);
+	if (event_base_dispatch(base) == -1) {
+		log_err("event=loop error=\"event loop failed\"");
+		return EXIT_FAILED;
+	}
+	return EXIT_OK;
+}
+
 /* ---- Configuration -------------------------------------------------------------- */
 
 struct proc_config *

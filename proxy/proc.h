@@ -100,6 +100,19 @@ void	proc_events_free(struct proc_events *pe);
 int	proc_events_timed_out(const struct proc_events *pe);
 
 /*
+ * The rest of a child's life once it has bound and opened what needs root,
+ * the same in every child: its signal handling (ops, *pe: the caller
+ * frees it), the privilege drop, dropped(ops->arg) when not NULL (0, or -1
+ * with err: a configuration problem), its seccomp filter, READY, the loop.
+ * Returns the exit status: EXIT_OK when the loop ended (a drain, or its
+ * deadline), EXIT_USAGE when the drop or dropped failed, EXIT_FAILED
+ * otherwise; every failure is logged.
+ */
+int	proc_serve(struct proc_env *env, struct event_base *base, const struct proc_ops *ops,
+	    int (*dropped)(void *arg, char *err, size_t errlen),
+	    int (*sandbox)(char *err, size_t errlen), struct proc_events **pe);
+
+/*
  * A child's configuration: the one it started with (taken over from
  * env->cli->cfg) and, after a SIGHUP, the one it re-read. A replaced
  * configuration may still be referenced by sessions that started under it,

@@ -142,13 +142,25 @@ proc_relay_open(struct proc_relay *pr, char *err, size_t errlen)
 	return EXIT_OK;
 }
 
+/* Everything is bound and open and root is gone: prove we can still write
+ * our state as the user we became. */
+static int
+proc_relay_dropped(void *arg, char *err, size_t errlen)
+{
+	struct proc_relay *pr = arg;
+	char who[PRIVDROP_NAME_MAX];
+
+	return fsperm_check_access(proc_config_get(pr->pc), privdrop_user_name(pr->env->pd,
+	    who, sizeof(who)), err, errlen);
+}
+
 int
 proc_relay_main(struct proc_env *env)
 {
 	struct proc_ops ops = { proc_relay_drain, proc_relay_reload, proc_relay_drain_seconds,
 	    NULL };
 	struct proc_relay pr;
-	char err[1024], who[PRIVDROP_NAME_MAX];
+	char err[1024];
 	int rc = EXIT_FAILED;
 
 	memset(&pr, 0, sizeof(pr));
@@ -162,29 +174,7 @@ proc_relay_main(struct proc_env *env)
 		log_err("event=start error=\"%s\"", err);
 		goto done;
 	}
-	rc = EXIT_FAILED;
-	if ((pr.pe = proc_events_new(pr.base, env, &ops)) == NULL) {
-		log_err("event=start error=\"cannot set up signal handling\"");
-		goto done;
-	}
-	/* Everything is bound and open: give root up, then prove we can still
-	 * write our state as the user we became. */
-	if (proc_child_drop(env, err, sizeof(err)) == -1 ||
-	    fsperm_check_access(proc_config_get(pr.pc), privdrop_user_name(env->pd, who,
-	    sizeof(who)), err, sizeof(err)) == -1) {
-		log_err("event=start error=\"%s\"", err);
-		rc = EXIT_USAGE;
-		goto done;
-	}
-	if (sandbox_relay(err, sizeof(err)) == -1) {
-		log_err("event=start error=\"%s\"", err);
-		goto done;
-	}
-	proc_ready(env);
-	if (event_base_dispatch(pr.base) == -1)
-		log_err("event=loop error=\"event loop failed\"");
-	else
-		rc = EXIT_OK;
+	rc = proc_serve(env, pr.base, &ops, proc_relay_dropped, sandbox_relay, &pr.pe);
 done:
 	/* First: they refer to the relay. */
 	if (pr.ctl != NULL)

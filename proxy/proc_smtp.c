@@ -223,24 +223,7 @@ proc_smtp_main(struct proc_env *env)
 		rc = EXIT_USAGE;
 		goto done;
 	}
-	if ((ps.pe = proc_events_new(ps.base, env, &ops)) == NULL) {
-		log_err("event=start error=\"cannot set up signal handling\"");
-		goto done;
-	}
-	if (proc_child_drop(env, err, sizeof(err)) == -1) {
-		log_err("event=start error=\"%s\"", err);
-		rc = EXIT_USAGE;
-		goto done;
-	}
-	if (sandbox_smtp(err, sizeof(err)) == -1) {
-		log_err("event=start error=\"%s\"", err);
-		goto done;
-	}
-	proc_ready(env);
-	if (event_base_dispatch(ps.base) == -1)
-		log_err("event=loop error=\"event loop failed\"");
-	else
-		rc = EXIT_OK;
+	rc = proc_serve(env, ps.base, &ops, NULL, sandbox_smtp, &ps.pe);
 done:
 	proc_events_free(ps.pe);
 	proc_front_free(ps.front);
