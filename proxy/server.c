@@ -294,9 +294,13 @@ server_recv(struct ipc *ipc, const struct ipc_msg *m, void *arg)
 	kept = ipc_get_u32(&r);
 	if (role == PROC_ROLES || m->type != PROC_MSG_RELOADED || ipc_rd_done(&r) == -1 ||
 	    kept > 1) {
-		log_err("event=ipc_refused peer=%s type=%u error=\"malformed\" action=exit",
-		    ipc_peer(ipc), m->type);
-		exit(IPC_EXIT_FATAL);
+		/* A child that no longer behaves as written: it goes, and with it
+		 * the daemon (SIGCHLD does the rest). */
+		log_err("event=ipc_refused peer=%s type=%u error=\"malformed payload\" "
+		    "action=kill", ipc_peer(ipc), m->type);
+		if (role != PROC_ROLES && s->ch[role].pid > 0)
+			(void)kill(s->ch[role].pid, SIGKILL);
+		return;
 	}
 	if (!s->ch[role].reload_pending)
 		return;		/* answered after the timeout */
