@@ -356,6 +356,23 @@ static const struct sandbox_policy sandbox_smtp_policy = {
 };
 
 /*
+ * The admin process: accepted admin connections (HTTP, TLS), its worker
+ * threads' reads of the audit log, and one upstream connection to verify a
+ * new App Password (DNS through /etc/hosts, nscd's socket or UDP and TCP to
+ * a resolver; TLS with the configured or the system's CAs). No spool, no
+ * renames or links, no bind or listen after the filter.
+ */
+static const char *const sandbox_admin_calls[] = {
+	"connect", "sendmmsg", "recvmmsg", "fadvise64", "pread64", "sysinfo", "pipe2",
+	"eventfd2", "getdents",
+};
+static const struct sandbox_policy sandbox_admin_policy = {
+	"admin", SANDBOX_BASE, { sandbox_smtp_calls, sandbox_admin_calls },
+	{ SANDBOX_N(sandbox_smtp_calls), SANDBOX_N(sandbox_admin_calls) }, 1, 1,
+	SANDBOX_LIST(sandbox_relay_families), 0, 1
+};
+
+/*
  * Under a sanitizer the process exits through LeakSanitizer, which clones a
  * tracer and ptraces its threads: an allow list would kill it. There the
  * deny list of sandbox_network() stands in (sandbox.h).
@@ -389,5 +406,5 @@ sandbox_smtp(char *err, size_t errlen)
 int
 sandbox_admin(char *err, size_t errlen)
 {
-	return sandbox_deny("admin", err, errlen);
+	return sandbox_role(&sandbox_admin_policy, err, errlen);
 }
