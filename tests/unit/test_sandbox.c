@@ -4,7 +4,9 @@
  * and socket() or execve() kill the process (SIGSYS). The parent of serve
  * may not open files (EACCES) nor make a network socket; the front end
  * reads files but makes no socket; the relay makes sockets; none of them
- * runs a program or ptraces. Under the network
+ * runs a program or ptraces. The keeper starts threads (its login checker)
+ * but no process; the admin process connects and reads files but binds
+ * nothing and makes no other kind of socket. Under the network
  * process's filter, sockets work and execve() and ptrace() are refused
  * (killed; in an ASan build, whose runtime needs them, execve() gets EPERM
  * and ptrace() is allowed).
@@ -17,6 +19,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,13 +60,24 @@ under_valgrind(void)
 	return pre != NULL && strstr(pre, "vgpreload") != NULL;
 }
 
-enum probe { PROBE_FILES, PROBE_SOCKET, PROBE_EXEC, PROBE_PTRACE, PROBE_OPEN };
+enum probe { PROBE_FILES, PROBE_SOCKET, PROBE_EXEC, PROBE_PTRACE, PROBE_OPEN, PROBE_BIND,
+	PROBE_NETLINK, PROBE_THREAD, PROBE_FORK };
+
+static void *
+probe_thread(void *arg)
+{
+	return arg;
+}
 
 static int
 run(int (*install)(char *, size_t), enum probe p)
 {
 	char err[ERRLEN], *const argv[] = { "/bin/true", NULL }, *const envp[] = { NULL };
+	static int token;
+	struct sockaddr_in sin;
 	struct timespec ts;
+	pthread_t t;
+	void *ret;
 	int st, fd;
 	pid_t pid;
 
@@ -95,6 +110,26 @@ run(int (*install)(char *, size_t), enum probe p)
 			if (ptrace(PTRACE_TRACEME, 0, NULL, NULL) == -1)
 				_exit(errno == EPERM ? CHILD_EPERM : CHILD_FAILED);
 			_exit(CHILD_OK);
+		case PROBE_BIND:
+			memset(&sin, 0, sizeof(sin));
+			sin.sin_family = AF_INET;
+			sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+			if ((fd = socket(AF_INET, SOCK_STREAM, 0)) == -1)
+				_exit(CHILD_FAILED);
+			_exit(bind(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0 ? CHILD_OK :
+			    CHILD_FAILED);
+		case PROBE_NETLINK:
+			fd = socket(AF_NETLINK, SOCK_RAW, 0);
+			_exit(fd >= 0 ? CHILD_OK : CHILD_FAILED);
+		case PROBE_THREAD:
+			if (pthread_create(&t, NULL, probe_thread, &token) != 0 ||
+			    pthread_join(t, &ret) != 0 || ret != &token)
+				_exit(CHILD_FAILED);
+			_exit(CHILD_OK);
+		case PROBE_FORK:
+			if ((pid = fork()) == 0)
+				_exit(CHILD_OK);
+			_exit(pid > 0 ? CHILD_OK : CHILD_FAILED);
 		}
 		_exit(CHILD_FAILED);
 	}
@@ -198,6 +233,32 @@ test_relay_connects_but_runs_nothing(void **state)
 		assert_killed(run(sandbox_relay, PROBE_PTRACE));
 }
 
+/* The keeper checks admin logins on a thread: threads yes, processes no. */
+static void
+test_keeper_starts_threads_not_processes(void **state)
+{
+	assert_exited(run(sandbox_keeper, PROBE_THREAD), CHILD_OK);
+	assert_killed(run(sandbox_keeper, PROBE_FORK));
+}
+
+/* The admin process connects (an upstream check of a new App Password) and
+ * reads files (the audit log, CA files), but binds nothing after its
+ * filter, makes no other kind of socket and runs nothing. */
+static void
+test_admin_connects_but_binds_nothing(void **state)
+{
+	assert_exited(run(sandbox_admin, PROBE_SOCKET), CHILD_OK);
+	assert_exited(run(sandbox_admin, PROBE_FILES), CHILD_OK);
+	assert_exited(run(sandbox_admin, PROBE_THREAD), CHILD_OK);
+	assert_refused(run(sandbox_admin, PROBE_EXEC));
+	if (ASAN_BUILD)
+		return;
+	assert_killed(run(sandbox_admin, PROBE_BIND));
+	assert_killed(run(sandbox_admin, PROBE_NETLINK));
+	assert_killed(run(sandbox_admin, PROBE_FORK));
+	assert_killed(run(sandbox_admin, PROBE_PTRACE));
+}
+
 int
 main(void)
 {
@@ -209,6 +270,8 @@ main(void)
 		cmocka_unit_test(test_parent_has_no_files_and_no_network),
 		cmocka_unit_test(test_smtp_reads_files_makes_no_socket),
 		cmocka_unit_test(test_relay_connects_but_runs_nothing),
+		cmocka_unit_test(test_keeper_starts_threads_not_processes),
+		cmocka_unit_test(test_admin_connects_but_binds_nothing),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
