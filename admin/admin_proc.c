@@ -135,24 +135,8 @@ proc_admin_main(struct proc_env *env)
 		rc = EXIT_USAGE;
 		goto done;
 	}
-	if ((ap.pe = proc_events_new(ap.base, env, &ops)) == NULL) {
-		log_err("event=start error=\"cannot set up signal handling\"");
-		goto done;
-	}
-	if (proc_child_drop(env, err, sizeof(err)) == -1) {
-		log_err("event=start error=\"%s\"", err);
-		rc = EXIT_USAGE;
-		goto done;
-	}
-	if (sandbox_admin(err, sizeof(err)) == -1) {
-		log_err("event=start error=\"%s\"", err);
-		goto done;
-	}
-	proc_ready(env);
-	if (event_base_dispatch(ap.base) == -1)
-		log_err("event=loop error=\"event loop failed\"");
-	else if (!proc_events_timed_out(ap.pe))
-		rc = EXIT_OK;
+	/* Privileges go, sandbox_admin, READY, the loop (proc.c). */
+	rc = proc_serve(env, ap.base, &ops, NULL, sandbox_admin, &ap.pe);
 done:
 	/* First: it refers to the keeper's client and the relay's. */
 	admin_server_free(ap.srv);
