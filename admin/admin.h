@@ -1,7 +1,7 @@
 /*
  * admin.h: the admin page and JSON API of SPEC section 8, served with
- * libmicrohttpd on [admin] listen from inside a libevent loop: the admin
- * process's own (admin_proc.c), or the daemon's when it is not split.
+ * libmicrohttpd on [admin] listen from inside the admin process's libevent
+ * loop (admin_proc.c).
  *
  * Threading: every request is handled on the event-loop thread, so the
  * credential store (the keeper's client), the relay's control link and the
@@ -19,8 +19,6 @@
 struct event_base;
 struct config;
 struct credstore;
-struct audit;
-struct relay;
 struct relay_ctl_client;
 struct admin_server;
 
@@ -34,10 +32,6 @@ struct admin_server;
  */
 struct admin_server *admin_server_start(struct event_base *base, const struct config *cfg,
 	    struct credstore *cs, struct relay_ctl_client *rc, char *err, size_t errlen);
-/* The same in a daemon that is not split: relay (may be NULL) on this loop. */
-struct admin_server *admin_server_new(struct event_base *base, const struct config *cfg,
-	    struct credstore *cs, struct audit *audit, struct relay *relay,
-	    char *err, size_t errlen);
 
 /* A reloaded configuration (SIGHUP): upstream settings for verification and
  * the audit path. The listen address and TLS files change only at restart. */

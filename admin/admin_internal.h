@@ -218,9 +218,7 @@ struct admin_server {
 	struct event_base	*base;
 	const struct config	*cfg;
 	struct credstore	*cs;
-	struct audit		*audit;
 	struct relay_ctl_client	*rc;		/* the queue, pools and counters; NULL: none */
-	int			 rc_own;	/* rc is the server's to free */
 	struct MHD_Daemon	*mhd;
 	int			 listen_fd;
 	int			 tls;

@@ -421,26 +421,6 @@ admin_load_tls(struct admin_server *srv, const struct config *cfg, char *err, si
 }
 
 struct admin_server *
-admin_server_new(struct event_base *base, const struct config *cfg, struct credstore *cs,
-    struct audit *audit, struct relay *relay, char *err, size_t errlen)
-{
-	struct relay_ctl_client *rc = NULL;
-	struct admin_server *srv;
-
-	if (relay != NULL && (rc = relay_ctl_client_local(base, relay)) == NULL) {
-		snprintf(err, errlen, "admin: out of memory");
-		return NULL;
-	}
-	if ((srv = admin_server_start(base, cfg, cs, rc, err, errlen)) == NULL) {
-		relay_ctl_client_free(rc);
-		return NULL;
-	}
-	srv->audit = audit;
-	srv->rc_own = 1;
-	return srv;
-}
-
-struct admin_server *
 admin_server_start(struct event_base *base, const struct config *cfg, struct credstore *cs,
     struct relay_ctl_client *rc, char *err, size_t errlen)
 {
@@ -570,8 +550,6 @@ admin_server_free(struct admin_server *srv)
 	admin_sessions_free(srv->sessions);
 	admin_throttle_free(srv->throttle);
 	admin_usage_free(srv->usage);
-	if (srv->rc_own)
-		relay_ctl_client_free(srv->rc);
 	free(srv->tls_cert);
 	if (srv->tls_key != NULL) {
 		sodium_memzero(srv->tls_key, srv->tls_key_len);

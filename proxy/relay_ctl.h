@@ -13,8 +13,8 @@
  * is handed to the caller from a fresh turn of the admin's loop.
  *
  * A client can also be "local" (relay_ctl_client_local): the same calls
- * answered in-process by a relay on the same loop, for a daemon that is not
- * split; the relay side answers remote requests with exactly these calls.
+ * answered in-process by a relay on the same loop. The relay's side answers
+ * the admin process's requests with exactly these calls.
  * delivery = direct has no queue: the answers are empty, as before.
  *
  * Messages are typed ipc.h records checked against rule tables on both
