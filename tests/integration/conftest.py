@@ -200,6 +200,7 @@ class Daemon:
         self._stdout = None
         self.exit_status = None
         self.env = {}           # extra environment for `serve` (tests add to it)
+        self.wrapper = []       # argv prefix for `serve` (e.g. a namespace wrapper)
 
     def write_config(self, smtp=None, upstream=None, vault=None, admin=None, audit=None,
                      extra=""):
@@ -261,7 +262,7 @@ class Daemon:
     def start(self):
         self._stderr = open(self.stderr_path, "wb")
         self._stdout = open(self.stdout_path, "wb")
-        self.proc = subprocess.Popen([self.binary, "-c", self.conf, "serve"],
+        self.proc = subprocess.Popen(self.wrapper + [self.binary, "-c", self.conf, "serve"],
                                      stdin=subprocess.DEVNULL, stdout=self._stdout,
                                      stderr=self._stderr, env={**child_env(), **self.env},
                                      preexec_fn=die_with_parent)

@@ -3,7 +3,7 @@ tests, made with python3-cryptography into a temporary directory.
 
     p = make_pki(tmpdir)
     p.ca                      # PEM file of the test CA (trust anchor)
-    p.good.cert, p.good.key   # localhost + 127.0.0.1, signed by the CA
+    p.good.cert, p.good.key   # localhost, smtp.gmail.test + 127.0.0.1, signed by the CA
     p.wrong_host              # DNS:wrong.example only, signed by the CA
     p.self_signed             # localhost, self-signed (not from the CA)
     p.expired                 # localhost, signed by the CA, expired yesterday
@@ -134,7 +134,8 @@ def make_pki(directory):
     _write_key(ca_key_path, ca_key)
 
     specs = {
-        "good": ("localhost", ["localhost"], ["127.0.0.1"], ca_key, now - day, now + 30 * day),
+        "good": ("localhost", ["localhost", "smtp.gmail.test"], ["127.0.0.1"], ca_key,
+                 now - day, now + 30 * day),
         "wrong_host": ("wrong.example", ["wrong.example"], [], ca_key, now - day, now + 30 * day),
         "self_signed": ("localhost", ["localhost"], ["127.0.0.1"], None, now - day, now + 30 * day),
         "expired": ("localhost", ["localhost"], ["127.0.0.1"], ca_key, now - 30 * day, now - day),
