@@ -544,8 +544,9 @@ smtp_client_tls_ctx_new(const char *ca_file, char *err, size_t errlen)
 		goto fail_ssl;
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
 	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
-	/* libevent may retry a write from a moved buffer. */
-	SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	/* libevent may retry a write from a moved buffer. A session kept
+	 * idle for reuse holds no 16 KiB record buffers. */
+	SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
 	if (SSL_CTX_set_default_verify_paths(ctx) != 1 && (ca_file == NULL || *ca_file == '\0'))
 		goto fail_ssl;
 	if (ca_file != NULL && *ca_file != '\0' &&
