@@ -20,7 +20,7 @@ INSTALLED   := $(SBINDIR)/smtpvault $(MANDIR)/man8/smtpvault.8 $(MANDIR)/man5/sm
                $(TMPFILESDIR)/smtpvault.conf $(SYSCONFDIR)/logrotate.d/smtpvault \
                $(DOCDIR)/smtpvault.conf.example
 
-PKGS     := libsodium openssl libevent libevent_openssl libmicrohttpd jansson inih libbsd libsystemd libseccomp
+PKGS     := libsodium openssl libevent libevent_openssl libmicrohttpd jansson inih libbsd libseccomp
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 

@@ -455,22 +455,62 @@ audit_forwarder(audit_forward_fn *forward, audit_reopen_fn *reopen,
 	return a;
 }
 
+/*
+ * Hand events to the forwarder, as many at a time as fit in
+ * AUDIT_FORWARD_MAX bytes: one line each, joined by '\n'. *written counts
+ * the events of the parts that went through.
+ */
 static int
-audit_forward(struct audit *a, json_t *event, char *err, size_t errlen)
+audit_forward(struct audit *a, json_t *const *events, size_t n, size_t *written, char *err,
+    size_t errlen)
 {
-	char *s;
-	int rc;
+	char *texts[AUDIT_BATCH_MAX] = { NULL }, *buf = NULL;
+	size_t lens[AUDIT_BATCH_MAX], i, first, len;
+	int rc = -1;
 
-	if (!json_is_string(json_object_get(event, "event"))) {
-		snprintf(err, errlen, "audit: event without a name");
-		return -1;
+	for (i = 0; i < n; i++) {
+		if (!json_is_string(json_object_get(events[i], "event"))) {
+			snprintf(err, errlen, "audit: event without a name");
+			goto done;
+		}
+		if ((texts[i] = json_dumps(events[i], JSON_COMPACT)) == NULL) {
+			snprintf(err, errlen, "audit: out of memory");
+			goto done;
+		}
+		lens[i] = strlen(texts[i]);
 	}
-	if ((s = json_dumps(event, JSON_COMPACT)) == NULL) {
-		snprintf(err, errlen, "audit: out of memory");
-		return -1;
+	for (first = 0; first < n; first = i) {
+		/* One event alone needs no copy (and may be larger than a part). */
+		len = lens[first];
+		for (i = first + 1; i < n && len + 1 + lens[i] <= AUDIT_FORWARD_MAX; i++)
+			len += 1 + lens[i];
+		if (i == first + 1) {
+			if (a->forward(a->forward_arg, texts[first], len, err, errlen) == -1)
+				goto done;
+		} else {
+			if ((buf = malloc(len)) == NULL) {
+				snprintf(err, errlen, "audit: out of memory");
+				goto done;
+			}
+			for (len = 0; first < i; first++) {
+				if (len > 0)
+					buf[len++] = '\n';
+				memcpy(buf + len, texts[first], lens[first]);
+				len += lens[first];
+			}
+			if (a->forward(a->forward_arg, buf, len, err, errlen) == -1)
+				goto done;
+			free(buf);
+			buf = NULL;
+		}
+		if (written != NULL)
+			*written = i;
 	}
-	rc = a->forward(a->forward_arg, s, strlen(s), err, errlen);
-	free(s);
+	rc = 0;
+done:
+	free(buf);
+	for (i = 0; i < n; i++)
+		free(texts[i]);
 	return rc;
 }
 
@@ -796,37 +836,74 @@ now_ms(void)
 int
 audit_append(struct audit *a, json_t *event, char *err, size_t errlen)
 {
-	char mac[AUDIT_MAC_HEX + 1], *line = NULL;
-	size_t len = 0, done = 0;
-	ssize_t n;
+	return audit_append_many(a, &event, 1, NULL, err, errlen);
+}
+
+int
+audit_append_many(struct audit *a, json_t *const *events, size_t n, size_t *written,
+    char *err, size_t errlen)
+{
+	char prev[AUDIT_MAC_HEX + 1], mac[AUDIT_MAC_HEX + 1], *line, *buf = NULL, *grown;
+	size_t len = 0, cap = 0, llen, i, done = 0;
+	ssize_t w;
 	off_t size = 0;
+	int64_t ts;
 	int rc = -1, saved;
 
+	if (written != NULL)
+		*written = 0;
+	if (n == 0)
+		return 0;
+	if (n > AUDIT_BATCH_MAX) {
+		snprintf(err, errlen, "audit: %zu events in one batch, at most %d", n,
+		    AUDIT_BATCH_MAX);
+		return -1;
+	}
 	if (a->forward != NULL)
-		return audit_forward(a, event, err, errlen);
+		return audit_forward(a, events, n, written, err, errlen);
 	if (lock_fd(a->head_fd, LOCK_EX) == -1) {
 		snprintf(err, errlen, "cannot lock %s: %s", a->head_path, strerror(errno));
 		return -1;
 	}
 	if (sync_with_file(a, &size, err, errlen) == -1)
 		goto done;
-	if ((line = audit_line_build(a->key, a->head, now_ms(), event, mac, &len, err,
-	    errlen)) == NULL)
-		goto done;
+	/* Each line links to the one before it; the batch to the chain head. */
+	strlcpy(mac, a->head, sizeof(mac));
+	ts = now_ms();
+	for (i = 0; i < n; i++) {
+		memcpy(prev, mac, sizeof(prev));
+		if ((line = audit_line_build(a->key, prev, ts, events[i], mac, &llen, err,
+		    errlen)) == NULL)
+			goto done;
+		if (len + llen > cap) {
+			cap = 2 * (len + llen);
+			if ((grown = realloc(buf, cap)) == NULL) {
+				free(line);
+				snprintf(err, errlen, "audit: out of memory");
+				goto done;
+			}
+			buf = grown;
+		}
+		memcpy(buf + len, line, llen);
+		len += llen;
+		free(line);
+	}
 	/* One write (O_APPEND, under the lock); anything partial is cut off again. */
 	while (done < len) {
-		n = write(a->fd, line + done, len - done);
-		if (n == -1 && errno == EINTR)
+		w = write(a->fd, buf + done, len - done);
+		if (w == -1 && errno == EINTR)
 			continue;
-		if (n == -1)
+		if (w == -1)
 			goto undo;
-		done += (size_t)n;
+		done += (size_t)w;
 	}
 	if (fdatasync(a->fd) == -1)
 		goto undo;
 	memcpy(a->head, mac, sizeof(mac));
 	a->seen_size = size + (off_t)len;
 	write_head_file(a);
+	if (written != NULL)
+		*written = n;
 	rc = 0;
 	goto done;
 undo:
@@ -839,7 +916,7 @@ undo:
 	}
 done:
 	(void)lock_fd(a->head_fd, LOCK_UN);
-	free(line);
+	free(buf);
 	return rc;
 }
 

@@ -174,10 +174,27 @@ int	audit_append(struct audit *a, json_t *event, char *err, size_t errlen)
 	    __attribute__((warn_unused_result));
 
 /*
- * A writer that owns no file: each append hands the event, as one compact
- * JSON text, to forward() (the keeper, which owns the log and its key), and
- * audit_reopen() calls reopen(). Both return 0 or -1 with err.
+ * Append events[0..n-1] in this order as one batch: one flock, one write and
+ * one fdatasync for all of them, so that a writer with many events at once
+ * (the spool's group commit) pays for one disk flush, not n. Returns 0 when
+ * every event is durable. On -1, *written (may be NULL) says how many of the
+ * first events are durable all the same: a file writer adds all or none of
+ * the batch (so 0); a forwarder hands a large batch on in parts of at most
+ * AUDIT_FORWARD_MAX bytes, each all or none. At most AUDIT_BATCH_MAX events.
  */
+#define AUDIT_BATCH_MAX		256
+int	audit_append_many(struct audit *a, json_t *const *events, size_t n, size_t *written,
+	    char *err, size_t errlen) __attribute__((warn_unused_result));
+
+/*
+ * A writer that owns no file: each append hands its events to forward() (the
+ * keeper, which owns the log and its key) as compact JSON texts, one a line,
+ * joined by '\n' with no final newline (one event: just its text), at most
+ * AUDIT_FORWARD_MAX bytes at once unless a single event is larger; and
+ * audit_reopen() calls reopen(). Both return 0 or -1 with err; forward()
+ * makes all the events it was given durable, or none of them.
+ */
+#define AUDIT_FORWARD_MAX	(96 * 1024)
 typedef int audit_forward_fn(void *arg, const char *json, size_t len, char *err,
 	    size_t errlen);
 typedef int audit_reopen_fn(void *arg, char *err, size_t errlen);

@@ -12,12 +12,22 @@
  * answer may arrive while a synchronous call waits for its own (it is kept
  * and handed over from the next loop turn) or while nothing waits (an event
  * on the channel reads it).
+ *
+ * INFO answers (limits, upstream, credential version, status: nothing
+ * secret) are reused for CREDCLIENT_INFO_TTL_MS, because one message asks
+ * three or four times (quota, pool, session) and each question is a round
+ * trip to another process in the middle of the message's latency. Anything
+ * this client does that may change them (a login's FETCH, an auth report,
+ * an admin change) forgets them at once; a change made elsewhere (a CLI
+ * command) reaches the keeper within its 1 s poll, and us 0.1 s later,
+ * inside SPEC's 2 s.
  */
 #include "credential_client.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <sys/queue.h>
@@ -46,6 +56,15 @@ struct credclient_login {
 };
 TAILQ_HEAD(credclient_login_list, credclient_login);
 
+#define CREDCLIENT_INFO_TTL_MS	100	/* an INFO answer is reused this long */
+#define CREDCLIENT_INFO_CACHE	8	/* accounts whose answers are kept */
+
+struct credclient_info_entry {
+	char			 account[VAULT_ADDR_MAX];
+	struct cred_info	 info;
+	struct timespec		 at;		/* CLOCK_MONOTONIC */
+};
+
 struct credclient {
 	int		 fd;
 	uint32_t	 next_id;
@@ -55,6 +74,8 @@ struct credclient {
 	struct event	*ev_done;	/* hands answered logins over */
 	struct credclient_login_list logins;
 	size_t		 n_logins;
+	struct credclient_info_entry info[CREDCLIENT_INFO_CACHE];
+	size_t		 n_info, next_info;
 };
 
 struct credclient *
@@ -141,6 +162,28 @@ credclient_login_answer(struct credclient *cc, const struct ipc_msg *m)
 	event_active(cc->ev_done, EV_TIMEOUT, 0);
 }
 
+/*
+ * Forget the INFO answers before a request that may change them: a login
+ * (its version and the one INFO reports must agree), an auth report, an
+ * admin change.
+ */
+static void
+credclient_info_forget(struct credclient *cc, uint16_t type)
+{
+	switch (type) {
+	case KEEPER_FETCH:
+	case KEEPER_REPORT_AUTH:
+	case KEEPER_ADD:
+	case KEEPER_ROTATE:
+	case KEEPER_ROLLBACK:
+	case KEEPER_REMOVE:
+		cc->n_info = cc->next_info = 0;
+		break;
+	default:
+		break;
+	}
+}
+
 /* Send the request in b, wait for its reply; r reads the reply. */
 static void
 credclient_call(struct credclient *cc, uint16_t type, struct ipc_buf *b, struct ipc_rd *r)
@@ -155,6 +198,7 @@ credclient_call(struct credclient *cc, uint16_t type, struct ipc_buf *b, struct 
 
 	if (b->failed)
 		credclient_fatal(type, "request does not fit");
+	credclient_info_forget(cc, type);
 	if (ipc_send_sync(cc->fd, type, id, -1, b->p, b->len, err, sizeof(err)) == -1) {
 		sodium_memzero(b->p, b->len);
 		credclient_fatal(type, err);
@@ -218,20 +262,54 @@ credclient_resolve(struct credclient *cc, const char *addr, char *account, size_
 	return res;
 }
 
+static int64_t
+credclient_age_ms(const struct timespec *then, const struct timespec *now)
+{
+	return (int64_t)(now->tv_sec - then->tv_sec) * 1000 +
+	    (now->tv_nsec - then->tv_nsec) / 1000000;
+}
+
 enum cred_result
 credclient_info(struct credclient *cc, const char *account, struct cred_info *out)
 {
 	struct ipc_buf b = credclient_req(cc);
+	struct credclient_info_entry *e;
 	struct ipc_rd r;
+	struct timespec now;
 	enum cred_result res;
+	size_t i;
 
 	if (strlen(account) >= VAULT_ADDR_MAX)
 		return CRED_PERMFAIL;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	for (i = 0; i < cc->n_info; i++) {
+		e = &cc->info[i];
+		if (strcmp(e->account, account) == 0 &&
+		    credclient_age_ms(&e->at, &now) < CREDCLIENT_INFO_TTL_MS) {
+			*out = e->info;
+			return CRED_OK;
+		}
+	}
 	ipc_put_str(&b, account);
 	credclient_call(cc, KEEPER_INFO, &b, &r);
 	res = credclient_result(&r);
 	keeper_get_info(&r, out);
 	credclient_done(cc, KEEPER_INFO, &r);
+	if (res != CRED_OK)
+		return res;
+	/* Only answers that found the account are kept. */
+	for (i = 0; i < cc->n_info && strcmp(cc->info[i].account, account) != 0; i++)
+		;
+	if (i == cc->n_info) {
+		if (cc->n_info < CREDCLIENT_INFO_CACHE)
+			i = cc->n_info++;
+		else
+			i = cc->next_info++ % CREDCLIENT_INFO_CACHE;
+	}
+	e = &cc->info[i];
+	strlcpy(e->account, account, sizeof(e->account));
+	e->info = *out;
+	e->at = now;
 	return res;
 }
 

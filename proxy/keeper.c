@@ -30,6 +30,9 @@
 #include "sandbox.h"
 #include "util.h"
 
+_Static_assert(AUDIT_FORWARD_MAX <= KEEPER_REQ_MAX,
+    "a forwarder's batch of audit events fits in one request");
+
 #define KEEPER_POLL_SECONDS	1	/* SPEC: a changed vault is live within 2 s */
 #define KEEPER_ERR_MAX		512
 
@@ -290,26 +293,55 @@ keeper_admin_reply(struct keeper *k, const struct ipc_msg *m, struct ipc_buf *b,
 	keeper_reply(k, m, b);
 }
 
-/* An audit line from the daemon: a JSON object with a string "event". */
-static int
-keeper_audit_append(struct keeper *k, const unsigned char *p, size_t len, char *err,
-    size_t errlen, int *malformed)
+/* One audit event from the daemon: a JSON object with a string "event". */
+static json_t *
+keeper_audit_event(const unsigned char *p, size_t len)
 {
 	json_error_t jerr;
 	json_t *ev;
-	int rc;
 
-	*malformed = 0;
 	ev = json_loadb((const char *)p, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (ev == NULL || !json_is_object(ev) || !json_is_string(json_object_get(ev, "event")) ||
 	    json_object_get(ev, "ts") != NULL || json_object_get(ev, "prev") != NULL ||
 	    json_object_get(ev, "mac") != NULL) {
 		json_decref(ev);
-		*malformed = 1;
-		return -1;
+		return NULL;
 	}
-	rc = audit_append(k->audit, ev, err, errlen);
-	json_decref(ev);
+	return ev;
+}
+
+/*
+ * A batch of audit events from the daemon, one a line (audit.h: a
+ * forwarder's text), appended with one write and one fdatasync: all of them
+ * or none.
+ */
+static int
+keeper_audit_append(struct keeper *k, const unsigned char *p, size_t len, char *err,
+    size_t errlen, int *malformed)
+{
+	json_t *ev[AUDIT_BATCH_MAX];
+	const unsigned char *nl;
+	size_t n = 0, i, part, step;
+	int rc = -1;
+
+	*malformed = 1;
+	while (len > 0) {
+		nl = memchr(p, '\n', len);
+		part = nl != NULL ? (size_t)(nl - p) : len;
+		step = nl != NULL ? part + 1 : part;
+		/* An empty line does not parse; a final newline is refused too. */
+		if (n == AUDIT_BATCH_MAX || (nl != NULL && step == len) ||
+		    (ev[n] = keeper_audit_event(p, part)) == NULL)
+			goto done;
+		n++;
+		p += step;
+		len -= step;
+	}
+	*malformed = 0;
+	rc = audit_append_many(k->audit, ev, n, NULL, err, errlen);
+done:
+	for (i = 0; i < n; i++)
+		json_decref(ev[i]);
 	return rc;
 }
 
@@ -467,7 +499,7 @@ keeper_recv(struct ipc *ipc, const struct ipc_msg *m, void *arg)
 		keeper_reply(k, m, &b);
 		return;
 	case KEEPER_AUDIT_APPEND:
-		/* The whole payload is the event's JSON text. */
+		/* The whole payload is the events' JSON texts, one a line. */
 		rc = keeper_audit_append(k, m->data, m->len, err, sizeof(err), &malformed);
 		if (malformed)
 			keeper_refuse(k, m->type, "not an audit event");

@@ -43,7 +43,7 @@ enum keeper_msg {
 	KEEPER_MSG_END
 };
 #define KEEPER_REPLY		0x100
-#define KEEPER_REQ_MAX		(120 * 1024)	/* largest request: an audit line */
+#define KEEPER_REQ_MAX		(120 * 1024)	/* largest request: a batch of audit lines */
 #define KEEPER_REPLY_MAX	(16 * 1024)	/* largest reply: an account view */
 #define KEEPER_STR_MAX		1024		/* err strings, replies, reasons */
 

@@ -73,6 +73,9 @@ struct relay_entry {
 	struct upstream_job	*job;
 	struct timespec		start;
 	struct quota_ticket	ticket;		/* counted, until the outcome */
+	/* Done upstream, waiting for the audit flush: */
+	struct relay_result	res;		/* the client's reply */
+	json_t			*event;		/* its audit event; NULL: out of memory */
 };
 TAILQ_HEAD(relay_list, relay_entry);
 
@@ -94,10 +97,17 @@ struct relay {
 	struct queue		*queue;		/* delivery = queue, else NULL */
 	struct audit		*audit;
 	time_t			audit_failed;	/* last failed audit write, 0 = none */
+	/* Messages done upstream in this loop turn, whose events are written
+	 * together (one append) by ev_audit before their clients are answered. */
+	struct relay_list	audit_wait;
+	struct event		*ev_audit;
 	int			draining;
 	void			(*drain_done)(void *);
 	void			*drain_arg;
 };
+
+static void	relay_audit_flush(struct relay *);
+static void	relay_audit_flush_cb(evutil_socket_t, short, void *);
 
 void
 relay_msg_free(struct relay_msg *msg)
@@ -123,8 +133,13 @@ relay_new(struct event_base *base, const struct config *cfg, struct credstore *c
 	r->cfg = cfg;
 	r->cs = cs;
 	TAILQ_INIT(&r->entries);
+	TAILQ_INIT(&r->audit_wait);
 	if ((r->quota = quota_new()) == NULL) {
 		free(r);
+		return NULL;
+	}
+	if ((r->ev_audit = event_new(base, -1, 0, relay_audit_flush_cb, r)) == NULL) {
+		relay_free(r);
 		return NULL;
 	}
 	/* An asynchronous resolver keeps a slow DNS answer from stalling every
@@ -180,6 +195,7 @@ static void
 entry_free(struct relay_entry *e)
 {
 	relay_msg_free(e->msg);
+	json_decref(e->event);
 	free(e);
 }
 
@@ -190,6 +206,12 @@ relay_free(struct relay *r)
 
 	if (r == NULL)
 		return;
+	/* Whatever went upstream is recorded, though nobody waits any more. */
+	TAILQ_FOREACH(e, &r->audit_wait, entry)
+		e->cb = NULL;
+	relay_audit_flush(r);
+	if (r->ev_audit != NULL)
+		event_free(r->ev_audit);
 	/* Pool first: it stops reading the messages before they go. */
 	upstream_pool_free(r->pool);
 	queue_free(r->queue);
@@ -478,33 +500,74 @@ relay_audit_event(const struct relay_msg *msg, const struct relay_fields *f, uin
 	return ev;
 }
 
-/*
- * One "message" event with the final status (direct mode). Returns 0, or -1
- * when the event could not be written durably.
- */
-static int
-relay_audit(struct relay *r, const struct relay_entry *e, const struct smtp_outcome *o,
+/* One "message" event with the final status (direct mode); NULL when out
+ * of memory. */
+static json_t *
+relay_entry_event(struct relay *r, const struct relay_entry *e, const struct smtp_outcome *o,
     enum audit_status st)
 {
 	const struct relay_msg *msg = e->msg;
-	char reply[SMTP_CLIENT_REPLY_MAX + 32], err[512];
-	json_t *ev = NULL;
-	int rc = -1;
+	char reply[SMTP_CLIENT_REPLY_MAX + 32];
 
-	if (r->audit == NULL)
-		return 0;
 	smtp_outcome_reply(o, reply, sizeof(reply));
-	ev = relay_audit_event(msg, &msg->fields, evbuffer_get_length(msg->data), st, reply,
+	return relay_audit_event(msg, &msg->fields, evbuffer_get_length(msg->data), st, reply,
 	    o->cred_version, 1, (uint64_t)elapsed_ms(&e->start));
-	if (ev == NULL) {
-		strlcpy(err, "out of memory", sizeof(err));
-	} else {
-		rc = audit_append(r->audit, ev, err, sizeof(err));
-		json_decref(ev);
+}
+
+/*
+ * Write the events of the messages waiting in audit_wait, as one append
+ * (AUDIT_BATCH_MAX at a time), then answer their clients. Nothing may be
+ * acknowledged unrecorded: a message whose event did not make it gets 451
+ * 4.3.0 even when the upstream took it. The upstream may then have it, so a
+ * client that retries can cause a duplicate; new messages are refused for a
+ * while so that this stays a single message.
+ */
+static void
+relay_audit_flush(struct relay *r)
+{
+	struct relay_entry *batch[AUDIT_BATCH_MAX], *e;
+	json_t *events[AUDIT_BATCH_MAX];
+	char err[512];
+	size_t n, m, written, i;
+	int ok;
+
+	while (!TAILQ_EMPTY(&r->audit_wait)) {
+		for (n = m = 0; n < AUDIT_BATCH_MAX && (e = TAILQ_FIRST(&r->audit_wait)) != NULL;
+		    n++) {
+			TAILQ_REMOVE(&r->audit_wait, e, entry);
+			batch[n] = e;
+			if (e->event != NULL)
+				events[m++] = e->event;
+		}
+		written = 0;
+		if (m > 0 && audit_append_many(r->audit, events, m, &written, err,
+		    sizeof(err)) == 0)
+			written = m;
+		r->audit_failed = written < n ? time(NULL) : 0;
+		/* The clients are answered in the order their messages finished;
+		 * each callback answers its own session only. */
+		for (i = 0, m = 0; i < n; i++) {
+			e = batch[i];
+			ok = e->event != NULL && m++ < written;
+			if (!ok) {
+				log_err("event=audit_failed queue_id=%s error=\"%s\"",
+				    e->msg->queue_id, e->event == NULL ? "out of memory" : err);
+				if (e->res.code < 400)
+					relay_result_set(&e->res, 451, "4.3.0", "delivered upstream as "
+					    "%s, but the audit log could not be written; the operator "
+					    "has been notified", e->msg->queue_id);
+			}
+			if (e->cb != NULL)
+				e->cb(e->arg, &e->res);
+			entry_free(e);
+		}
 	}
-	if (rc == -1)
-		log_err("event=audit_failed queue_id=%s error=\"%s\"", msg->queue_id, err);
-	return rc;
+}
+
+static void
+relay_audit_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	relay_audit_flush(arg);
 }
 
 static void
@@ -528,23 +591,21 @@ relay_done(void *arg, const struct smtp_outcome *o)
 	    e->msg->account, e->msg->client_ip, e->msg->n_rcpts,
 	    evbuffer_get_length(e->msg->data), smtp_stage_name(o->stage), res.code, res.enhanced,
 	    elapsed_ms(&e->start), log_escape(esc, sizeof(esc), o->text, strlen(o->text)));
-	if (relay_audit(r, e, o, st) == -1) {
-		/*
-		 * Nothing may be acknowledged unrecorded. In direct mode the
-		 * upstream may already have the message, so a client that
-		 * retries can cause a duplicate; new messages are refused for
-		 * a while so that this stays a single message.
-		 */
-		r->audit_failed = time(NULL);
-		if (res.code < 400)
-			relay_result_set(&res, 451, "4.3.0", "delivered upstream as %s, but the audit "
-			    "log could not be written; the operator has been notified",
-			    e->msg->queue_id);
-	} else {
-		r->audit_failed = 0;
+	if (r->audit == NULL) {
+		e->cb(e->arg, &res);
+		entry_free(e);
+		return;
 	}
-	e->cb(e->arg, &res);
-	entry_free(e);
+	/*
+	 * The event is written, and the client answered, at the end of this
+	 * loop turn, together with those of every other message that finishes
+	 * in it: one disk flush for all of them.
+	 */
+	e->res = res;
+	e->event = relay_entry_event(r, e, o, st);
+	if (TAILQ_EMPTY(&r->audit_wait))
+		event_active(r->ev_audit, EV_TIMEOUT, 1);
+	TAILQ_INSERT_TAIL(&r->audit_wait, e, entry);
 }
 
 int
@@ -617,6 +678,10 @@ relay_cancel(struct relay *r, void *arg)
 		upstream_pool_cancel(r->pool, e->job);
 		entry_free(e);
 	}
+	/* Done upstream: its event is still written, but nobody is answered. */
+	TAILQ_FOREACH(e, &r->audit_wait, entry)
+		if (e->arg == arg)
+			e->cb = NULL;
 }
 
 static void

@@ -1,19 +1,29 @@
 /*
  * sdnotify.c: the daemon's side of systemd's notification protocol (see
- * sdnotify.h). libsystemd does the protocol; this file decides when. The
- * watchdog interval is half of what systemd allows, as sd_watchdog_enabled(3)
- * recommends, so that one late ping is not yet a restart.
+ * sdnotify.h). The protocol is small and stable (sd_notify(3), "Notes";
+ * systemd documents it as an interface for implementations without
+ * libsystemd): each state is one datagram to the AF_UNIX socket named by
+ * $NOTIFY_SOCKET, a path or, with a leading '@', an abstract name. Doing it
+ * here keeps libsystemd and what it pulls in (libgcrypt, liblzma, libzstd,
+ * liblz4, libcap) out of the daemon's memory. The watchdog interval is half
+ * of what systemd allows, as sd_watchdog_enabled(3) recommends, so that one
+ * late ping is not yet a restart.
  */
 #include "sdnotify.h"
 
+#include <errno.h>
+#include <inttypes.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <event2/event.h>
-#include <systemd/sd-daemon.h>
 
 #include "log.h"
 
@@ -23,10 +33,58 @@
 #define WATCHDOG_MIN_USEC	UINT64_C(1000)	/* no busier timer than 1 ms */
 
 struct sdnotify {
-	struct event	*ev_watchdog;
-	int		 enabled;	/* NOTIFY_SOCKET is set */
-	int		 warned;	/* a failed send was logged once already */
+	struct event		*ev_watchdog;
+	int			 enabled;	/* NOTIFY_SOCKET names a socket */
+	int			 warned;	/* a failed send was logged once already */
+	struct sockaddr_un	 addr;
+	socklen_t		 addrlen;
 };
+
+/* The socket of $NOTIFY_SOCKET: 0, or -1 when it is not one we can use. */
+static int
+sdnotify_addr(struct sdnotify *sn, const char *name)
+{
+	size_t len = strlen(name);
+
+	if (len < 2 || len >= sizeof(sn->addr.sun_path) || (name[0] != '/' && name[0] != '@'))
+		return -1;
+	memset(&sn->addr, 0, sizeof(sn->addr));
+	sn->addr.sun_family = AF_UNIX;
+	memcpy(sn->addr.sun_path, name, len);
+	/* An abstract name has no NUL at the end; a path has one. */
+	if (name[0] == '@')
+		sn->addr.sun_path[0] = '\0';
+	sn->addrlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len +
+	    (name[0] == '@' ? 0 : 1));
+	return 0;
+}
+
+/* One datagram, as sd_notify(3) sends it; 0 or -errno. */
+static int
+sdnotify_datagram(const struct sdnotify *sn, const char *state)
+{
+	struct iovec iov = { (void *)(uintptr_t)state, strlen(state) };
+	struct msghdr msg;
+	ssize_t n;
+	int fd, rc = 0;
+
+	if ((fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0)) == -1)
+		return -errno;
+	memset(&msg, 0, sizeof(msg));
+	msg.msg_name = (void *)(uintptr_t)&sn->addr;
+	msg.msg_namelen = sn->addrlen;
+	msg.msg_iov = &iov;
+	msg.msg_iovlen = 1;
+	do {
+		n = sendmsg(fd, &msg, MSG_NOSIGNAL);
+	} while (n == -1 && errno == EINTR);
+	if (n == -1)
+		rc = -errno;
+	else if ((size_t)n != iov.iov_len)
+		rc = -EMSGSIZE;
+	close(fd);
+	return rc;
+}
 
 static void
 sdnotify_send(struct sdnotify *sn, const char *state)
@@ -35,10 +93,37 @@ sdnotify_send(struct sdnotify *sn, const char *state)
 
 	if (sn == NULL || !sn->enabled)
 		return;
-	if ((r = sd_notify(0, state)) < 0 && !sn->warned) {
+	if ((r = sdnotify_datagram(sn, state)) < 0 && !sn->warned) {
 		sn->warned = 1;
 		log_warn("event=sd_notify error=\"%s\"", strerror(-r));
 	}
+}
+
+/*
+ * The watchdog interval systemd asked for, as sd_watchdog_enabled(3) reads
+ * it: $WATCHDOG_USEC, for this process when $WATCHDOG_PID names it or is
+ * unset. 0 when there is none.
+ */
+static uint64_t
+sdnotify_watchdog_usec(void)
+{
+	const char *s = getenv("WATCHDOG_USEC"), *pid = getenv("WATCHDOG_PID");
+	uintmax_t v;
+	char *end;
+
+	if (s == NULL || *s == '\0')
+		return 0;
+	if (pid != NULL && *pid != '\0') {
+		errno = 0;
+		v = strtoumax(pid, &end, 10);
+		if (errno != 0 || *end != '\0' || v != (uintmax_t)getpid())
+			return 0;
+	}
+	errno = 0;
+	v = strtoumax(s, &end, 10);
+	if (errno != 0 || *end != '\0' || *s == '-' || v > UINT64_MAX)
+		return 0;
+	return (uint64_t)v;
 }
 
 static void
@@ -58,8 +143,14 @@ sdnotify_new(struct event_base *base)
 	if ((sn = calloc(1, sizeof(*sn))) == NULL)
 		return NULL;
 	sock = getenv("NOTIFY_SOCKET");
-	sn->enabled = sock != NULL && sock[0] != '\0';
-	if (!sn->enabled || sd_watchdog_enabled(0, &usec) <= 0 || usec == 0)
+	if (sock != NULL && sock[0] != '\0') {
+		if (sdnotify_addr(sn, sock) == 0)
+			sn->enabled = 1;
+		else
+			log_warn("event=sd_notify error=\"NOTIFY_SOCKET is not an AF_UNIX socket "
+			    "name\"");
+	}
+	if (!sn->enabled || (usec = sdnotify_watchdog_usec()) == 0)
 		return sn;
 	usec /= WATCHDOG_DIVISOR;
 	if (usec < WATCHDOG_MIN_USEC)

@@ -1,6 +1,6 @@
 /*
- * sdnotify.h: tell systemd (Type=notify) how the daemon is doing, with
- * libsystemd's sd_notify(3): READY=1 once it serves, RELOADING=1 ... READY=1
+ * sdnotify.h: tell systemd (Type=notify) how the daemon is doing, by the
+ * protocol of sd_notify(3): READY=1 once it serves, RELOADING=1 ... READY=1
  * around a SIGHUP reload, STOPPING=1 when it starts to drain, and WATCHDOG=1
  * every half WATCHDOG_USEC from a timer on the event loop, so that a stuck
  * loop stops the pings and systemd restarts the service. Without

@@ -8,7 +8,22 @@
  *
  * RFCs: 5321 (SMTP), 3207 (STARTTLS), 4954 (AUTH), 4616 (PLAIN), 2920
  * (PIPELINING), 3463 and 2034 (enhanced status codes), 1870 (SIZE), 6152
- * (8BITMIME), 6531 (SMTPUTF8).
+ * (8BITMIME), 6531 (SMTPUTF8), 3030 (CHUNKING).
+ *
+ * A message goes with DATA (dot-stuffed, after the 354) or, when the
+ * server offers CHUNKING, as one "BDAT <size> LAST" chunk of its bytes as
+ * they are. With PIPELINING and one recipient, MAIL, RCPT, BDAT and the
+ * bytes go in one flight: one round trip a message instead of two. With
+ * several recipients BDAT waits for their replies, because a BDAT cannot be
+ * taken back: sent after a refused recipient it would deliver to the others,
+ * and a message here is all or nothing. With one recipient that is refused
+ * the server has nobody to deliver to, and its reply to BDAT (5xx, "no
+ * valid recipients") ends the transaction in step. Replies to BDAT are
+ * handled exactly like replies to the final dot.
+ *
+ * Writing the message is its own small machine (enum smtp_body_out), apart
+ * from the state that waits for replies, because with one-flight BDAT the
+ * bytes are still going out while the replies to MAIL and RCPT come in.
  *
  * Security rules that the state machine enforces, not the caller:
  *  - TLS always verifies the certificate chain and the host name (or IP);
@@ -35,6 +50,8 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -85,7 +102,8 @@ enum smtp_state {
 	SMTP_ST_MAIL,		/* waiting for 250 to MAIL FROM */
 	SMTP_ST_RCPT,		/* waiting for the reply to RCPT number rcpt_next */
 	SMTP_ST_DATA,		/* waiting for 354 to DATA */
-	SMTP_ST_BODY,		/* writing the message */
+	SMTP_ST_BODY,		/* writing the message after 354 */
+	SMTP_ST_BDAT,		/* waiting for the reply to BDAT <size> LAST */
 	SMTP_ST_DOT,		/* waiting for the reply to the final dot */
 	SMTP_ST_QUIT,		/* waiting for 221 to QUIT */
 	SMTP_ST_CLOSED,
@@ -107,6 +125,7 @@ static const char *const state_names[] = {
 	[SMTP_ST_RCPT] = "rcpt",
 	[SMTP_ST_DATA] = "data",
 	[SMTP_ST_BODY] = "body",
+	[SMTP_ST_BDAT] = "bdat",
 	[SMTP_ST_DOT] = "dot",
 	[SMTP_ST_QUIT] = "quit",
 	[SMTP_ST_CLOSED] = "closed",
@@ -123,6 +142,13 @@ static const char *const stage_names[] = {
 };
 
 enum smtp_auth_mech { SMTP_AUTH_NONE, SMTP_AUTH_PLAIN, SMTP_AUTH_LOGIN };
+
+/* What body_fill() is writing. */
+enum smtp_body_out {
+	SMTP_BODY_IDLE,		/* nothing (not yet, or all of it is out) */
+	SMTP_BODY_DOTTED,	/* DATA: dot-stuffed, then the final dot */
+	SMTP_BODY_RAW,		/* BDAT: the bytes as they are */
+};
 
 struct smtp_client {
 	char			id[16];
@@ -148,6 +174,7 @@ struct smtp_client {
 	int			ext_pipelining;
 	int			ext_8bitmime;
 	int			ext_smtputf8;
+	int			ext_chunking;
 	uint64_t		ext_size;	/* 0: no limit announced */
 	enum smtp_auth_mech	mech;
 
@@ -162,6 +189,7 @@ struct smtp_client {
 	size_t			rcpt_sent;	/* recipients written so far */
 	int			txn_failed;	/* txn_fail holds the first failure */
 	struct smtp_outcome	txn_fail;
+	enum smtp_body_out	body_out;
 	size_t			body_off;
 	int			body_bol;	/* at the beginning of a line */
 	unsigned char		*chunk;
@@ -182,6 +210,7 @@ static int	client_close(struct smtp_client *, const struct smtp_outcome *);
 static void	perform_ehlo(struct smtp_client *);
 static void	perform_auth(struct smtp_client *);
 static void	perform_next_rcpt_or_data(struct smtp_client *);
+static void	perform_bdat(struct smtp_client *);
 static void	body_fill(struct smtp_client *);
 
 const char *
@@ -233,6 +262,7 @@ state_stage(enum smtp_state st)
 		return SMTP_STAGE_RCPT;
 	case SMTP_ST_DATA:
 	case SMTP_ST_BODY:
+	case SMTP_ST_BDAT:
 	case SMTP_ST_DOT:
 		return SMTP_STAGE_DATA;
 	case SMTP_ST_IDLE:
@@ -514,8 +544,9 @@ smtp_client_tls_ctx_new(const char *ca_file, char *err, size_t errlen)
 		goto fail_ssl;
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
 	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
-	/* libevent may retry a write from a moved buffer. */
-	SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	/* libevent may retry a write from a moved buffer. A session kept
+	 * idle for reuse holds no 16 KiB record buffers. */
+	SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
 	if (SSL_CTX_set_default_verify_paths(ctx) != 1 && (ca_file == NULL || *ca_file == '\0'))
 		goto fail_ssl;
 	if (ca_file != NULL && *ca_file != '\0' &&
@@ -606,6 +637,16 @@ client_tls_done(struct smtp_client *c)
 static void
 client_connected(struct smtp_client *c)
 {
+	int one = 1;
+
+	/*
+	 * A message leaves as several TLS records written back to back; Nagle
+	 * would hold all but the first until the server acknowledges it, which
+	 * its delayed ACK can make tens of milliseconds.
+	 */
+	if (setsockopt(bufferevent_getfd(c->bev), IPPROTO_TCP, TCP_NODELAY, &one,
+	    sizeof(one)) == -1)
+		log_debug("upstream id=%s event=nodelay error=\"%s\"", c->id, strerror(errno));
 	if (c->t.tls == UPSTREAM_TLS_IMPLICIT) {
 		client_start_tls(c);
 		return;
@@ -717,6 +758,7 @@ ehlo_parse(struct smtp_client *c)
 	c->ext_pipelining = smtp_reply_ehlo_has(&c->reply, "PIPELINING", &p, &plen);
 	c->ext_8bitmime = smtp_reply_ehlo_has(&c->reply, "8BITMIME", &p, &plen);
 	c->ext_smtputf8 = smtp_reply_ehlo_has(&c->reply, "SMTPUTF8", &p, &plen);
+	c->ext_chunking = smtp_reply_ehlo_has(&c->reply, "CHUNKING", &p, &plen);
 	c->ext_size = 0;
 	if (smtp_reply_ehlo_has(&c->reply, "SIZE", &p, &plen)) {
 		/* Digits only, with an overflow guard; anything else means "no limit". */
@@ -858,9 +900,9 @@ client_logged_in(struct smtp_client *c)
 	evtimer_del(c->timer);
 	client_enter(c, SMTP_ST_IDLE);
 	log_info("upstream id=%s event=login host=%s port=%u mech=%s version=%u pipelining=%d "
-	    "size=%llu reply=\"%s\"", c->id, c->t.host, c->t.port,
+	    "chunking=%d size=%llu reply=\"%s\"", c->id, c->t.host, c->t.port,
 	    c->mech == SMTP_AUTH_PLAIN ? "PLAIN" : "LOGIN", c->cred_version, c->ext_pipelining,
-	    (unsigned long long)c->ext_size,
+	    c->ext_chunking, (unsigned long long)c->ext_size,
 	    log_escape(esc, sizeof(esc), c->reply.text, c->reply.textlen));
 	outcome_reply(&c->out, SMTP_STAGE_AUTH, SMTP_ERR_NONE, &c->reply);
 	client_notify(c, SMTP_CLIENT_READY, &c->out);
@@ -950,6 +992,33 @@ perform_rcpt(struct smtp_client *c)
 	c->rcpt_sent++;
 }
 
+/* BDAT goes with the envelope, before its replies (see the top). */
+static int
+txn_one_flight(const struct smtp_client *c)
+{
+	return c->ext_chunking && c->ext_pipelining && c->msg->n_rcpts == 1;
+}
+
+/*
+ * "BDAT <size> LAST"; then body_fill() writes the message as it is, ended
+ * with CRLF if it does not end so (as DATA does before its dot), so that
+ * the upstream gets the same bytes either way. The caller starts body_fill()
+ * or leaves it to the write callback, and waits for the reply.
+ */
+static void
+perform_bdat(struct smtp_client *c)
+{
+	size_t total = evbuffer_get_length(c->msg->data);
+	struct evbuffer_ptr pos;
+	unsigned char last = '\n';
+
+	if (total > 0 && (evbuffer_ptr_set(c->msg->data, &pos, total - 1,
+	    EVBUFFER_PTR_SET) == -1 || evbuffer_copyout_from(c->msg->data, &pos, &last, 1) != 1))
+		last = '\0';
+	client_cmd(c, "BDAT %zu LAST", total + (last == '\n' ? 0 : 2));
+	c->body_out = SMTP_BODY_RAW;
+}
+
 int
 smtp_client_send(struct smtp_client *c, const struct relay_msg *msg, struct smtp_outcome *o)
 {
@@ -1002,12 +1071,14 @@ smtp_client_send(struct smtp_client *c, const struct relay_msg *msg, struct smtp
 	c->rcpt_next = 0;
 	c->rcpt_sent = 0;
 	c->txn_failed = 0;
+	c->body_out = SMTP_BODY_IDLE;
 	c->body_off = 0;
 	c->body_bol = 1;
 	/*
 	 * RSET before every transaction but the first: it clears whatever an
 	 * earlier failed transaction left, and proves the reused session alive.
-	 * With PIPELINING the whole envelope and DATA go in one write (RFC 2920).
+	 * With PIPELINING the whole envelope and DATA go in one write (RFC 2920),
+	 * or with CHUNKING and one recipient the envelope and the message.
 	 */
 	if (c->n_txn++ > 0) {
 		client_cmd(c, "RSET");
@@ -1021,7 +1092,13 @@ smtp_client_send(struct smtp_client *c, const struct relay_msg *msg, struct smtp
 	if (c->ext_pipelining) {
 		while (c->rcpt_sent < msg->n_rcpts)
 			perform_rcpt(c);
-		client_cmd(c, "DATA");
+		if (!c->ext_chunking)
+			client_cmd(c, "DATA");
+		else if (txn_one_flight(c))
+			/* The bytes follow from the write callback as soon as the
+			 * commands are out: no event ever comes from inside this
+			 * function, not even for a message that cannot be read. */
+			perform_bdat(c);
 	}
 	return 0;
 }
@@ -1031,6 +1108,7 @@ static void
 txn_finish(struct smtp_client *c, const struct smtp_outcome *o)
 {
 	c->msg = NULL;
+	c->body_out = SMTP_BODY_IDLE;
 	evtimer_del(c->timer);
 	client_enter(c, SMTP_ST_IDLE);
 	if (client_notify(c, SMTP_CLIENT_DONE, o) == -1 || c->state != SMTP_ST_IDLE)
@@ -1063,7 +1141,12 @@ static void
 rset_resp(struct smtp_client *c)
 {
 	if (c->reply.code != 250) {
-		/* A server that cannot reset is not one to send a message to. */
+		/*
+		 * A server that cannot reset is not one to send a message to. RFC
+		 * 5321 knows no refusal of RSET but 421, after which the server
+		 * takes no command, so a one-flight BDAT behind it is not
+		 * delivered either.
+		 */
 		txn_refused(c, SMTP_STAGE_MAIL);
 		c->txn_fail.temporary = 1;
 		client_close(c, &c->txn_fail);
@@ -1119,6 +1202,21 @@ perform_next_rcpt_or_data(struct smtp_client *c)
 		client_expect(c, SMTP_ST_RCPT);
 		return;
 	}
+	if (c->ext_chunking) {
+		if (!txn_one_flight(c)) {
+			/* Every recipient has answered: nothing sent yet to take back. */
+			if (c->txn_failed) {
+				txn_finish(c, &c->txn_fail);
+				return;
+			}
+			perform_bdat(c);
+			client_expect(c, SMTP_ST_BDAT);
+			body_fill(c);
+			return;
+		}
+		client_expect(c, SMTP_ST_BDAT);
+		return;
+	}
 	if (!c->ext_pipelining)
 		client_cmd(c, "DATA");
 	client_expect(c, SMTP_ST_DATA);
@@ -1140,6 +1238,7 @@ data_resp(struct smtp_client *c)
 		}
 		evtimer_del(c->timer);
 		client_enter(c, SMTP_ST_BODY);
+		c->body_out = SMTP_BODY_DOTTED;
 		body_fill(c);
 		return;
 	}
@@ -1152,10 +1251,12 @@ data_resp(struct smtp_client *c)
 }
 
 /*
- * Copy the next part of the message into the output, dot-stuffed (RFC 5321
- * 4.5.2): a line that starts with '.' gets another '.'. The message is CRLF
- * normalised, so a line starts after every LF. At the end: CRLF if the data
- * does not end with one, then ".\r\n".
+ * Copy the next part of the message into the output. DATA: dot-stuffed (RFC
+ * 5321 4.5.2): a line that starts with '.' gets another '.'; the message is
+ * CRLF normalised, so a line starts after every LF; at the end CRLF if the
+ * data does not end with one, then ".\r\n", and the wait for the reply
+ * begins. BDAT: the bytes as they are, and the same CRLF at the end (counted
+ * in the BDAT size); the reply is waited for by the envelope's state.
  */
 static void
 body_fill(struct smtp_client *c)
@@ -1174,6 +1275,12 @@ body_fill(struct smtp_client *c)
 		    (got = evbuffer_copyout_from(c->msg->data, &pos, c->chunk, n)) != (ev_ssize_t)n) {
 			client_fail(c, SMTP_ERR_ABORTED, 1, "cannot read the message buffer");
 			return;
+		}
+		if (c->body_out == SMTP_BODY_RAW) {
+			evbuffer_add(out, c->chunk, n);
+			c->body_bol = c->chunk[n - 1] == '\n';
+			c->body_off += n;
+			continue;
 		}
 		for (i = 0, start = 0; i < n; i++) {
 			if (c->body_bol && c->chunk[i] == '.') {
@@ -1195,6 +1302,12 @@ body_fill(struct smtp_client *c)
 		return;
 	if (!c->body_bol)
 		evbuffer_add(out, "\r\n", 2);
+	if (c->body_out == SMTP_BODY_RAW) {
+		c->body_out = SMTP_BODY_IDLE;
+		log_debug("upstream id=%s send=\"<%zu bytes>\"", c->id, total);
+		return;
+	}
+	c->body_out = SMTP_BODY_IDLE;
 	evbuffer_add(out, ".\r\n", 3);
 	log_debug("upstream id=%s send=\"<%zu bytes>\" send=\".\"", c->id, total);
 	client_expect(c, SMTP_ST_DOT);
@@ -1210,6 +1323,27 @@ dot_resp(struct smtp_client *c)
 	}
 	txn_refused(c, SMTP_STAGE_DATA);
 	txn_finish(c, &c->txn_fail);
+}
+
+/*
+ * The reply to BDAT LAST means what a reply to the final dot means. After
+ * a refusal in the envelope (one-flight BDAT), the transaction ends with
+ * that refusal whatever BDAT got: the message has nobody to go to.
+ */
+static void
+bdat_resp(struct smtp_client *c)
+{
+	if (c->body_out != SMTP_BODY_IDLE) {
+		/* An answer before all of the chunk: the session is out of step. */
+		txn_refused(c, SMTP_STAGE_DATA);
+		client_close(c, &c->txn_fail);
+		return;
+	}
+	if (c->txn_failed) {
+		txn_finish(c, &c->txn_fail);
+		return;
+	}
+	dot_resp(c);
 }
 
 int
@@ -1276,6 +1410,9 @@ client_dispatch(struct smtp_client *c)
 		break;
 	case SMTP_ST_DOT:
 		dot_resp(c);
+		break;
+	case SMTP_ST_BDAT:
+		bdat_resp(c);
 		break;
 	case SMTP_ST_QUIT:
 		quit_resp(c);
@@ -1350,7 +1487,7 @@ client_write_cb(struct bufferevent *bev, void *arg)
 	struct smtp_client *c = arg;
 
 	client_hold(c);
-	if (c->state == SMTP_ST_BODY && c->bev != NULL)
+	if (c->body_out != SMTP_BODY_IDLE && c->msg != NULL && c->bev != NULL)
 		body_fill(c);
 	client_release(c);
 }

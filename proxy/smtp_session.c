@@ -19,6 +19,7 @@
 #include "smtp_session.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -61,6 +62,8 @@
 #define SMTP_SESSION_LOG_MAX		512	/* escaped client text in a log line */
 #define SMTP_QUEUE_ID_LEN		16	/* Crockford base32, 80 random bits */
 #define SMTP_LISTEN_BACKLOG		128
+#define SMTP_SERVER_TRIM_MS		250	/* no session for this long (and after
+						 * start-up): freed heap goes back */
 #define SMTP_LISTEN_RETRY		1	/* seconds to pause accept() after EMFILE */
 #define SMTP_RATE_SLOTS			(CONFIG_MAX_CLIENTS + 1)	/* clients + "lan" */
 #define SMTP_ANON_CLIENT		"lan"	/* name of trusted_networks hosts */
@@ -148,6 +151,7 @@ struct smtp_server {
 	socklen_t		boundlen[CONFIG_MAX_LISTEN];
 	size_t			n_listeners;
 	struct event		*ev_listen_retry;
+	struct event		*ev_trim;	/* see smtp_server_trim() */
 	SSL_CTX			*ssl_ctx;
 	struct smtp_sessions	sessions;
 	size_t			n_sessions;
@@ -166,6 +170,7 @@ struct smtp_cmd {
 };
 
 static void	smtp_session_process(struct smtp_session *);
+static void	smtp_server_trim_later(struct smtp_server *);
 static void	smtp_session_close(struct smtp_session *);
 static void	smtp_session_readcb(struct bufferevent *, void *);
 static void	smtp_session_writecb(struct bufferevent *, void *);
@@ -1286,7 +1291,8 @@ smtp_session_free(struct smtp_session *s)
 	log_info("session=%s event=disconnect ip=%s messages=%u errors=%u", s->id, s->ip,
 	    s->messages, s->errors);
 	TAILQ_REMOVE(&srv->sessions, s, entry);
-	srv->n_sessions--;
+	if (--srv->n_sessions == 0)
+		smtp_server_trim_later(srv);
 	if ((under = bufferevent_get_underlying(s->bev)) != NULL)
 		evbuffer_remove_cb(bufferevent_get_output(under),
 		    smtp_session_under_drained, s);
@@ -1530,6 +1536,30 @@ smtp_cancel_relay(void *arg, void *cbarg)
 	relay_cancel(srv->relay, cbarg);
 }
 
+/*
+ * A burst of sessions leaves the heap full of freed buffers that malloc
+ * keeps for next time; once the server has been idle for a moment they go
+ * back to the system (malloc_trim(3)), so that an idle daemon is small
+ * again. Each close re-arms the timer: never while sessions come and go.
+ */
+static void
+smtp_server_trim(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_server *srv = arg;
+
+	if (srv->n_sessions == 0 && malloc_trim(0))
+		log_debug("event=heap_trim");
+}
+
+static void
+smtp_server_trim_later(struct smtp_server *srv)
+{
+	struct timeval tv = { 0, SMTP_SERVER_TRIM_MS * 1000 };
+
+	if (srv->ev_trim != NULL)
+		evtimer_add(srv->ev_trim, &tv);
+}
+
 struct smtp_server *
 smtp_server_new(struct event_base *base, const struct config *cfg, struct relay *relay,
     struct credstore *cs, char *err, size_t errlen)
@@ -1558,13 +1588,16 @@ smtp_server_new(struct event_base *base, const struct config *cfg, struct relay 
 	if (cfg->smtp_tls_cert[0] != '\0' &&
 	    (srv->ssl_ctx = smtp_server_tls_ctx(cfg, err, errlen)) == NULL)
 		goto fail;
-	if ((srv->ev_listen_retry = evtimer_new(base, smtp_server_listen_retry, srv)) == NULL) {
+	if ((srv->ev_listen_retry = evtimer_new(base, smtp_server_listen_retry, srv)) == NULL ||
+	    (srv->ev_trim = evtimer_new(base, smtp_server_trim, srv)) == NULL) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
 	for (i = 0; i < cfg->n_listen; i++)
 		if (smtp_server_listen(srv, &cfg->listen[i], err, errlen) != 0)
 			goto fail;
+	/* What start-up freed (configuration, vault unlock) goes back too. */
+	smtp_server_trim_later(srv);
 	return srv;
 fail:
 	smtp_server_free(srv);
@@ -1684,6 +1717,8 @@ smtp_server_free(struct smtp_server *srv)
 		evconnlistener_free(srv->listeners[i]);
 	if (srv->ev_listen_retry != NULL)
 		event_free(srv->ev_listen_retry);
+	if (srv->ev_trim != NULL)
+		event_free(srv->ev_trim);
 	SSL_CTX_free(srv->ssl_ctx);
 	free(srv);
 }

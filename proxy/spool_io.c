@@ -3,9 +3,11 @@
  *
  * One worker thread takes everything submitted so far as a batch. New
  * messages of the batch are written and fsync'd one by one, then share a
- * single fsync of queue/ and are answered; their audit events follow (each
- * audit append is its own fdatasync, see audit.h). The other operations
- * come after, and every directory they touched is fsync'd once at the end.
+ * single fsync of queue/. Then the audit events of the whole batch, the new
+ * messages' first, go to the log as one append (one write and one fdatasync
+ * in the keeper, audit_append_many()), and the new messages are answered.
+ * The other operations come after, and every directory they touched is
+ * fsync'd once at the end.
  * No timer is needed to form batches: under load, the sessions that arrive
  * while a batch is on its way to the disk make up the next one.
  *
@@ -100,22 +102,65 @@ op_error(struct spool_io_op *op, int error, const char *what)
 	snprintf(op->errtext, sizeof(op->errtext), "%s: %s", what, strerror(op->error));
 }
 
-static int
-op_audit(struct spool_io *io, struct spool_io_op *op, struct spool_io_stats *st)
+/* Append n events at once; the ops whose event did not make it fail. */
+static void
+audit_flush(struct spool_io *io, struct spool_io_op **ops, json_t **events, size_t n,
+    int *resync)
 {
 	char err[512];
-	uint64_t t0 = mono_ns();
-	int rc;
+	size_t written, i;
 
-	if (io->batch_audit == NULL || op->event == NULL)
-		return 0;
-	rc = audit_append(io->batch_audit, op->event, err, sizeof(err));
+	if (n == 0 || audit_append_many(io->batch_audit, events, n, &written, err,
+	    sizeof(err)) == 0)
+		return;
+	for (i = written; i < n; i++) {
+		ops[i]->audit_failed = 1;
+		log_err("event=audit_failed queue_id=%s error=\"%s\"", ops[i]->id, err);
+		if (ops[i]->kind != SPOOL_IO_CREATE)
+			continue;
+		/* Nothing is accepted unrecorded. */
+		op_error(ops[i], EIO, "cannot write the audit log");
+		if (spool_remove(io->sp, SPOOL_QUEUE, ops[i]->id) == 0)
+			*resync = 1;
+	}
+}
+
+/*
+ * The events of a batch in as few appends as possible (AUDIT_BATCH_MAX
+ * each): those of the new messages that are on disk, then those of the
+ * other operations, each of which is carried out after its event. A new
+ * message whose event could not be written is removed again; the other
+ * operations go ahead and report audit_failed.
+ */
+static void
+batch_audit(struct spool_io *io, struct op_list *creates, struct op_list *others,
+    struct spool_io_stats *st)
+{
+	struct spool_io_op *ops[AUDIT_BATCH_MAX], *op;
+	json_t *events[AUDIT_BATCH_MAX];
+	struct op_list *lists[2] = { creates, others };
+	uint64_t t0 = mono_ns();
+	size_t n = 0, l;
+	int resync = 0;
+
+	if (io->batch_audit == NULL)
+		return;
+	for (l = 0; l < 2; l++) {
+		TAILQ_FOREACH(op, lists[l], entry) {
+			if (op->event == NULL || op->error != 0 || op->kind == SPOOL_IO_LOAD)
+				continue;
+			ops[n] = op;
+			events[n++] = op->event;
+			if (n == AUDIT_BATCH_MAX) {
+				audit_flush(io, ops, events, n, &resync);
+				n = 0;
+			}
+		}
+	}
+	audit_flush(io, ops, events, n, &resync);
 	st->ns_audit += mono_ns() - t0;
-	if (rc == 0)
-		return 0;
-	op->audit_failed = 1;
-	log_err("event=audit_failed queue_id=%s error=\"%s\"", op->id, err);
-	return -1;
+	if (resync)
+		(void)spool_sync(io->sp, SPOOL_QUEUE);
 }
 
 /* Hand finished ops to the loop. */
@@ -177,7 +222,7 @@ batch_creates(struct spool_io *io, struct op_list *ops, struct spool_io_stats *s
 	struct spool_io_op *op;
 	uint64_t t0 = mono_ns();
 	size_t n = 0;
-	int written = 0, resync = 0, saved, rc, defer;
+	int written = 0, saved, rc, defer;
 
 	TAILQ_FOREACH(op, ops, entry)
 		n++;
@@ -231,16 +276,6 @@ batch_creates(struct spool_io *io, struct op_list *ops, struct spool_io_stats *s
 		}
 		return;
 	}
-	TAILQ_FOREACH(op, ops, entry) {
-		if (op->error != 0 || op_audit(io, op, st) == 0)
-			continue;
-		/* Nothing is accepted unrecorded. */
-		op_error(op, EIO, "cannot write the audit log");
-		if (spool_remove(io->sp, SPOOL_QUEUE, op->id) == 0)
-			resync = 1;
-	}
-	if (resync)
-		(void)spool_sync(io->sp, SPOOL_QUEUE);
 }
 
 static void
@@ -250,8 +285,6 @@ run_one(struct spool_io *io, struct spool_io_op *op, int touched[SPOOL_AREAS],
 	char err[SPOOL_IO_ERR_MAX];
 	uint64_t t0;
 
-	if (op->kind != SPOOL_IO_LOAD && op->kind != SPOOL_IO_CREATE)
-		(void)op_audit(io, op, st);
 	t0 = mono_ns();
 
 	switch (op->kind) {
@@ -314,10 +347,10 @@ batch_run(struct spool_io *io, struct op_list *batch)
 			TAILQ_INSERT_TAIL(&others, op, entry);
 	}
 	st.batches = 1;
-	if (!TAILQ_EMPTY(&creates)) {
+	if (!TAILQ_EMPTY(&creates))
 		batch_creates(io, &creates, &st);
-		publish(io, &creates);
-	}
+	batch_audit(io, &creates, &others, &st);
+	publish(io, &creates);
 	TAILQ_FOREACH(op, &others, entry)
 		run_one(io, op, touched, &st);
 	for (a = 0; a < SPOOL_AREAS; a++) {

@@ -93,7 +93,7 @@ struct spool_io_stats {
 	/* Where the thread's time went, nanoseconds. */
 	uint64_t	ns_files;	/* new message files: write, fsync, rename */
 	uint64_t	ns_dir_syncs;
-	uint64_t	ns_audit;	/* audit appends (each one fdatasync) */
+	uint64_t	ns_audit;	/* audit appends (one fdatasync a batch) */
 	uint64_t	ns_other;	/* state files, removals, moves, loads */
 };
 void	spool_io_stats(struct spool_io *io, struct spool_io_stats *st);

@@ -13,7 +13,7 @@
 # and groff-base, the container entry point with the shellcheck package,
 # systemd-analyze verify and security, sysusers and tmpfiles from systemd,
 # logrotate, and python3-yaml for compose.yaml.
-SMTPVAULT_PACKAGES="build-essential pkg-config libsodium-dev libssl-dev libmicrohttpd-dev libevent-dev libjansson-dev libinih-dev libcmocka-dev libbsd-dev libseccomp-dev libsystemd-dev python3 python3-pytest python3-pytest-timeout python3-aiosmtpd python3-cryptography swaks curl openssl valgrind clang libclang-rt-14-dev mandoc groff-base shellcheck systemd logrotate python3-yaml python3-selenium chromium chromium-driver"
+SMTPVAULT_PACKAGES="build-essential pkg-config libsodium-dev libssl-dev libmicrohttpd-dev libevent-dev libjansson-dev libinih-dev libcmocka-dev libbsd-dev libseccomp-dev python3 python3-pytest python3-pytest-timeout python3-aiosmtpd python3-cryptography swaks curl openssl valgrind clang libclang-rt-14-dev mandoc groff-base shellcheck systemd logrotate python3-yaml python3-selenium chromium chromium-driver"
 
 missing=""
 for pkg in $SMTPVAULT_PACKAGES; do

@@ -204,20 +204,6 @@ def proc_rss_kib(pid):
     raise BenchError(f"no VmRSS for {pid}")
 
 
-def rss_by_mapping(pid):
-    """KiB of RSS per mapped file ("[anon]" for the rest), largest first."""
-    out = {}
-    name = "[anon]"
-    with open(f"/proc/{pid}/smaps") as f:
-        for line in f:
-            parts = line.split()
-            if re.match(r"^[0-9a-f]+-[0-9a-f]+$", parts[0]):
-                name = parts[5] if len(parts) > 5 and parts[5].startswith("/") else "[anon]"
-            elif parts[0] == "Rss:":
-                out[name] = out.get(name, 0) + int(parts[1])
-    return sorted(out.items(), key=lambda kv: -kv[1])
-
-
 def proc_pss_kib(pid):
     try:
         with open(f"/proc/{pid}/smaps_rollup") as f:
@@ -227,6 +213,53 @@ def proc_pss_kib(pid):
     except OSError:
         pass
     return 0
+
+
+def proc_tree(pid):
+    """pid and all its descendants: smtpvault's daemon is several processes
+    (the vault keeper, and more after the process split)."""
+    parent = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                parent[int(d)] = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            pass
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(c for c, pp in parent.items() if pp == p)
+    return out
+
+
+def tree_pss_kib(pid):
+    """The memory of a process tree: PSS summed over its processes, so that a
+    page shared by several of them (a library, pages inherited across
+    fork) counts once in all, not once per process as RSS would."""
+    return sum(proc_pss_kib(p) for p in proc_tree(pid))
+
+
+def pss_by_mapping(pids):
+    """KiB of PSS per mapped file ("[anon]" for the rest) over pids, largest
+    first."""
+    out = {}
+    for pid in pids:
+        name = "[anon]"
+        try:
+            with open(f"/proc/{pid}/smaps") as f:
+                for line in f:
+                    parts = line.split()
+                    if re.match(r"^[0-9a-f]+-[0-9a-f]+$", parts[0]):
+                        name = (parts[5] if len(parts) > 5 and parts[5].startswith("/")
+                                else "[anon]")
+                    elif parts[0] == "Pss:":
+                        out[name] = out.get(name, 0) + int(parts[1])
+        except OSError:
+            pass
+    return sorted(out.items(), key=lambda kv: -kv[1])
 
 
 # ---- PKI ---------------------------------------------------------------------
@@ -497,7 +530,12 @@ class Smtpvault:
         return proc_cpu_ns(self.proc.pid)
 
     def rss_kib(self):
+        """RSS of the main process alone (for comparison with older runs)."""
         return proc_rss_kib(self.proc.pid)
+
+    def mem_kib(self):
+        """The daemon's memory: PSS summed over all its processes."""
+        return tree_pss_kib(self.proc.pid)
 
     def settle(self, timeout=60):
         pass
@@ -636,7 +674,7 @@ class Bench:
         self.results["tput"] = self.alternate(names, one, self.rounds)
         s = self.systems["smtpvault-direct"]
         time.sleep(1.0)
-        self.results["rss_after_load"] = s.rss_kib()
+        self.results["rss_after_load"] = s.mem_kib()
 
     def fig_handshakes(self):
         log("upstream TLS handshakes + AUTHs per 1,000 messages: RTT 40 ms, 4 sessions")
@@ -753,18 +791,21 @@ class Bench:
         self.results["added"] = self.alternate(list(targets), one, self.rounds)
 
     def fig_rss(self):
-        log("RSS: daemon idle, and per idle LAN connection after EHLO")
+        log("memory (PSS over the daemon's processes): idle, and per idle LAN connection")
         s = self.systems["smtpvault-direct"]
         out = {}
         s.start(lan_tls=True, max_conn=6000, sessions=None)
         time.sleep(1.0)
-        out["idle"] = s.rss_kib()
-        out["idle_map"] = rss_by_mapping(s.proc.pid)
+        out["idle"] = s.mem_kib()
+        pids = proc_tree(s.proc.pid)
+        out["idle_procs"] = len(pids)
+        out["idle_main_rss"] = s.rss_kib()
+        out["idle_map"] = pss_by_mapping(pids)
         for tls in (False, True):
             for n in (1000, 5000):
                 s.start()
                 time.sleep(0.5)
-                base = s.rss_kib()
+                base = s.mem_kib()
                 argv = [self.loadgen_bin, "idle", "-c", str(n), "-T", "120"]
                 if tls:
                     argv.append("-S")
@@ -776,13 +817,13 @@ class Bench:
                     p.kill()
                     raise BenchError(f"loadgen idle: {line.strip()} {p.stderr.read()[-300:]}")
                 time.sleep(0.5)
-                rss = s.rss_kib()
+                rss = s.mem_kib()
                 p.terminate()
                 p.communicate(timeout=30)
                 per = (rss - base) * 1024 / n
                 out[(tls, n)] = per
                 log(f"  {'STARTTLS' if tls else 'plain'} x{n}: {per / 1024:.1f} KiB per "
-                    f"connection (RSS {base} -> {rss} KiB)")
+                    f"connection (PSS {base} -> {rss} KiB)")
         s.start(lan_tls=False, max_conn=2000)
         # Postfix for reference: one smtpd process per connection (PSS).
         pf = self.systems["postfix-default"]
@@ -1127,13 +1168,14 @@ class Report:
                 a, b = rs.get((tls, 1000)), rs.get((tls, 5000))
                 if a is None or b is None:
                     continue
-                self.row("RSS per idle LAN connection after EHLO",
+                self.row("memory (PSS) per idle LAN connection after EHLO",
                          f"{'STARTTLS' if tls else 'plain'}, 1,000 / 5,000 connections",
                          f"{a / 1024:.1f} / {b / 1024:.1f} KiB",
                          "" if tls or "postfix" not in rs else
                          f"default: {rs['postfix'] / 1024:.0f} KiB (PSS, one smtpd each)", "",
                          f"<= {limit} KiB", max(a, b) <= limit * 1024)
-            self.row("daemon RSS, no connections, vault unlocked", "fresh start; after the "
+            self.row("daemon memory (PSS summed over its processes), no connections, vault "
+                     "unlocked", "fresh start; after the "
                      "throughput runs", f"{rs['idle'] / 1024:.1f} MiB; " +
                      (f"{r['rss_after_load'] / 1024:.1f} MiB" if "rss_after_load" in r else "–"),
                      "", "", "<= 10 MiB", max(rs["idle"], r.get("rss_after_load", 0)) <= 10240)
@@ -1188,11 +1230,18 @@ class Report:
             m = r["rss"]["idle_map"]
             anon = sum(v for k, v in m if k == "[anon]")
             libs = [(os.path.basename(k), v) for k, v in m if k != "[anon]"]
-            foot.append(f"- Idle daemon RSS {r['rss']['idle'] / 1024:.1f} MiB: "
+            foot.append(f"- Idle daemon memory {r['rss']['idle'] / 1024:.1f} MiB: the sum of "
+                        f"PSS over its {r['rss'].get('idle_procs', 1)} processes (the main "
+                        "process and the vault keeper; more after the process split), so "
+                        "that a page several of them share counts once, and a library page "
+                        "shared with other programs on the machine counts in part; "
                         f"{anon / 1024:.1f} MiB anonymous (heap, stacks, guarded memory), "
-                        f"{sum(v for _, v in libs) / 1024:.1f} MiB pages of mapped files, "
-                        "shared with every process using them; largest: " +
-                        ", ".join(f"{k} {v / 1024:.1f}" for k, v in libs[:8]) + " MiB.")
+                        f"{sum(v for _, v in libs) / 1024:.1f} MiB of mapped files; "
+                        "largest: " +
+                        ", ".join(f"{k} {v / 1024:.1f}" for k, v in libs[:8]) + " MiB. "
+                        "RSS of the main process alone (the figure of earlier runs): "
+                        f"{r['rss'].get('idle_main_rss', 0) / 1024:.1f} MiB. Per idle "
+                        "connection: growth of the same PSS sum.")
         if "e2e_caps" in r:
             foot.append("- Postfix's delivery capacity at RTT 40 ms, data delay 150 ms, 4 "
                         "sessions: " + ", ".join(f"{k} {v:.1f} msg/s" for k, v in

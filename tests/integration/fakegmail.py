@@ -25,7 +25,9 @@ API (all attributes are safe to set from the test thread between actions):
   g.script("CONNECT", "try_again")    # 421 greeting, then close
   g.script("MAIL", None)              # drop the connection instead of answering
   g.offer_starttls = False; g.starttls_inject = b"250 x\r\n"; g.delay = 0.5
-  g.drop_in_data = True (or a byte count); g.max_size; g.max_recipients
+  g.offer_chunking = False            # EHLO without CHUNKING (BDAT still works)
+  g.drop_in_data = True (or a byte count: inside DATA or a BDAT chunk); g.max_size;
+  g.max_recipients
   g.auth_mechanisms = "LOGIN"         # what AUTH advertises after TLS
   g.linger = 1.0                      # drain input this long before closing
 Records:
@@ -202,6 +204,7 @@ class FakeGmail:
         self.cert = cert
         # Knobs.
         self.offer_starttls = True
+        self.offer_chunking = True
         self.starttls_inject = b""
         self.delay = 0.0
         self.drop_in_data = None
@@ -543,6 +546,7 @@ class _Session:
             keywords = EHLO_AFTER_TLS
         else:
             keywords = [k for k in EHLO_BEFORE_TLS if k != "STARTTLS" or self.g.offer_starttls]
+        keywords = [k for k in keywords if k != "CHUNKING" or self.g.offer_chunking]
         keywords = [k.format(size=self.g.max_size, auth=self.g.auth_mechanisms) for k in keywords]
         lines = [self.expand("ehlo")] + ["250-" + k for k in keywords[:-1]] + ["250 " + keywords[-1]]
         await self.send("\r\n".join(lines))
@@ -771,8 +775,24 @@ class _Session:
             await self.reply("syntax")
             return
         n, last = int(m.group(1)), bool(m.group(2))
-        while len(self.buf) < n:
-            await self.read_more()
+        # The same knob as for DATA: the connection dies inside the message,
+        # however the client sends it.
+        cut = 1 if self.g.drop_in_data is True else self.g.drop_in_data
+        if cut and cut > n:
+            cut = None
+        while cut or len(self.buf) < n:
+            if cut and len(self.buf) >= cut:
+                got = b"".join(self.chunks) + self.buf[:n]
+                self.record_message(got, got, False, "(dropped in BDAT)", complete=False)
+                self.conn.close_reason = "dropped in BDAT"
+                raise _Drop()
+            try:
+                await self.read_more()
+            except _Drop:
+                got = b"".join(self.chunks) + self.buf
+                self.record_message(got, got, False, "(connection ended in BDAT)",
+                                    complete=False)
+                raise
         chunk, self.buf = self.buf[:n], self.buf[n:]
         if self.mail_from is None:
             await self.reply("mail_first")

@@ -259,10 +259,15 @@ class FakeSystemd:
     """The receiving end of NOTIFY_SOCKET: an AF_UNIX datagram socket."""
 
     def __init__(self, path):
+        """path: a file name, or "@name" for a name in the abstract namespace
+        (as systemd may pass it)."""
         self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(path)
-        os.chmod(path, 0o666)
+        if path.startswith("@"):
+            self.sock.bind("\0" + path[1:])
+        else:
+            self.sock.bind(path)
+            os.chmod(path, 0o666)
         self.received = []      # (monotonic time, {key: value})
 
     def close(self):
@@ -336,6 +341,20 @@ def test_sd_notify_ready_reload_stopping(daemon, fake_systemd, monkeypatch):
     fake_systemd.expect("STOPPING")
     assert d.proc.wait(conftest.STOP_TIMEOUT) == 0
     assert fake_systemd.states()[-1] == "STOPPING"
+
+
+def test_sd_notify_abstract_socket(daemon, monkeypatch):
+    """NOTIFY_SOCKET may name an abstract socket ("@..."): no file, no NUL."""
+    s = FakeSystemd(f"@smtpvault-test-notify-{os.getpid()}-{time.monotonic_ns()}")
+    try:
+        d = daemon(start=False)
+        start_with_env(d, monkeypatch, {"NOTIFY_SOCKET": s.path})
+        assert s.expect("READY").get("STATUS") == "serving"
+        d.proc.send_signal(signal.SIGTERM)
+        s.expect("STOPPING")
+        assert d.proc.wait(timeout=10) == 0
+    finally:
+        s.close()
 
 
 def test_sd_notify_watchdog_pings(daemon, fake_systemd, monkeypatch):

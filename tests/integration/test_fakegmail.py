@@ -232,6 +232,36 @@ def test_bdat(g, pki):
     assert g.messages[0].data == b"hello\r\n."
 
 
+def test_bdat_pipelined_with_the_envelope(g, pki):
+    """MAIL, RCPT and BDAT LAST with its bytes in one write: three replies,
+    in order; with the recipient refused, BDAT's bytes are still read."""
+    c = raw_tls_session(g, pki)
+    c.send(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nBDAT 4 LAST\r\n.x\r\n")
+    assert [c.reply()[0] for _ in range(3)] == [250, 250, 250]
+    assert g.messages[0].data == b".x\r\n" and g.messages[0].raw == b".x\r\n"
+    c.send(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<nobody>\r\nBDAT 3 LAST\r\nyz\n")
+    assert [c.reply()[0] for _ in range(3)] == [250, 553, 503]
+    assert c.cmd("NOOP")[0] == 250
+    assert len(g.messages) == 1
+
+
+def test_knob_no_chunking_and_drop_in_bdat(g, pki):
+    g.offer_chunking = False
+    s = starttls_client(g, pki)
+    assert not s.has_extn("chunking") and s.has_extn("pipelining")
+    s.close()
+    g.offer_chunking = True
+    g.drop_in_data = 64
+    c = raw_tls_session(g, pki)
+    assert c.cmd("MAIL FROM:<a@example.com>")[0] == 250
+    assert c.cmd("RCPT TO:<b@example.org>")[0] == 250
+    c.send(b"BDAT 1000 LAST\r\n" + b"z" * 1000)
+    with pytest.raises((EOFError, OSError)):
+        c.reply()
+    g.wait_for(lambda: g.messages, what="the partial message")
+    assert not g.messages[0].complete and not g.messages[0].accepted
+
+
 def test_starttls_pipelined_plaintext_is_recorded_and_dropped(g, pki):
     sock = socket.create_connection(("127.0.0.1", g.starttls_port), timeout=TIMEOUT)
     c = RawClient(sock)

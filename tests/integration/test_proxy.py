@@ -652,6 +652,76 @@ def test_session_reuse(daemon, gmail):
     assert gmail.tls_handshakes <= 3
 
 
+# ---- CHUNKING (RFC 3030) upstream -------------------------------------------------
+
+def upstream_commands(gmail, m):
+    return [c.split(" ", 1)[0].upper() for c in gmail.connections[m.conn_id - 1].commands]
+
+
+def test_upstream_chunking_bdat(daemon, gmail):
+    """Gmail offers CHUNKING: the message goes as one BDAT LAST chunk of its
+    bytes as they are (no dot-stuffing), and arrives exactly as with DATA."""
+    d = daemon()
+    assert send(d)[1] == 250
+    m = assert_relayed(gmail, BODY, DEFAULT_ACCOUNT, DEFAULT_ACCOUNT, [RCPT])
+    cmds = gmail.connections[m.conn_id - 1].commands
+    bdat = [c for c in cmds if c.upper().startswith("BDAT")]
+    assert bdat == [f"BDAT {len(m.data)} LAST"], cmds
+    assert "DATA" not in upstream_commands(gmail, m)
+    assert m.raw == m.data
+
+
+def test_upstream_chunking_large_message(daemon, gmail):
+    """A message far larger than the client's output buffer streams out in
+    the one BDAT chunk while the envelope's replies come in."""
+    d = daemon()
+    body = b"Subject: big\r\n\r\n" + b"".join(
+        b"%s line %07d of a large message\r\n" % (b"." if i % 7 == 0 else b"", i)
+        for i in range(100000))
+    assert len(body) > 3 * 1024 * 1024
+    assert send(d, body=body)[1] == 250
+    m = assert_relayed(gmail, body, DEFAULT_ACCOUNT, DEFAULT_ACCOUNT, [RCPT])
+    assert upstream_commands(gmail, m).count("BDAT") == 1
+
+
+def test_upstream_without_chunking_uses_data(daemon, gmail):
+    """An upstream that does not offer CHUNKING gets DATA, dot-stuffed."""
+    gmail.offer_chunking = False
+    d = daemon()
+    assert send(d)[1] == 250
+    m = assert_relayed(gmail, BODY, DEFAULT_ACCOUNT, DEFAULT_ACCOUNT, [RCPT])
+    cmds = upstream_commands(gmail, m)
+    assert "DATA" in cmds and "BDAT" not in cmds, cmds
+    assert m.raw == dot_stuff(m.data)
+
+
+def test_upstream_chunking_refused_recipient_sends_nothing(daemon, gmail):
+    """Two recipients, the first refused: BDAT waits for the recipients'
+    replies, so nothing is sent and the refusal is the message's reply."""
+    d = daemon()
+    gmail.script("RCPT", "too_many_rcpts", count=1)
+    stage, code, text = send(d, rcpts=(RCPT, "carol@example.net"))
+    assert code == 452 and "too many recipients" in text, (stage, code, text)
+    assert gmail.messages == []
+    assert not any(c.upper().startswith("BDAT") for conn in gmail.connections
+                   for c in conn.commands)
+    # The session stays usable, and the next message goes in one BDAT.
+    assert send(d, rcpts=(RCPT, "carol@example.net"))[1] == 250
+    m = assert_relayed(gmail, BODY, DEFAULT_ACCOUNT, DEFAULT_ACCOUNT, [RCPT, "carol@example.net"])
+    assert upstream_commands(gmail, m).count("BDAT") == 1
+
+
+def test_upstream_chunking_one_recipient_refused(daemon, gmail):
+    """One recipient, refused: the pipelined BDAT finds nobody to deliver to;
+    the client gets the recipient's refusal."""
+    d = daemon()
+    gmail.script("RCPT", "bad_address", count=1)
+    stage, code, text = send(d)
+    assert code == 553 and "5.1.3" in text, (stage, code, text)
+    assert gmail.delivered == []
+    assert send(d)[1] == 250
+
+
 # ---- smuggling -----------------------------------------------------------------
 
 SMUGGLED = (b"MAIL FROM:<evil@example.com>\r\n"

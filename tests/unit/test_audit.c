@@ -759,6 +759,155 @@ test_write_failure_keeps_chain(void **state)
 	assert_ok(fx->log, 5);
 }
 
+/*
+ * A batch is one write: its lines are chained like single appends, and a
+ * batch that cannot be written whole (here: one bad event, then a disk that
+ * is full half-way through) adds nothing and leaves the chain head alone.
+ */
+static void
+test_append_many(void **state)
+{
+	struct fixture *fx = *state;
+	char err[ERRLEN], head[AUDIT_MAC_HEX + 1];
+	json_t *ev[5];
+	struct audit *a;
+	struct lines ls;
+	struct rlimit rl;
+	struct stat st;
+	size_t written = 99, i;
+	pid_t pid;
+	int status;
+
+	append_n(fx->log, 0, 2);
+	a = audit_open(fx->log, test_key, err, sizeof(err));
+	assert_non_null(a);
+	for (i = 0; i < 5; i++)
+		ev[i] = numbered_event(2 + (int)i);
+	assert_int_equal(audit_append_many(a, ev, 3, &written, err, sizeof(err)), 0);
+	assert_int_equal(written, 3);
+	assert_int_equal(audit_append_many(a, ev, 0, &written, err, sizeof(err)), 0);
+	assert_int_equal(written, 0);
+	assert_ok(fx->log, 5);
+	split(fx->log, &ls);
+	assert_non_null(memmem(ls.line[4], ls.len[4], audit_head(a), AUDIT_MAC_HEX));
+	free(ls.buf);
+
+	/* One bad event spoils the batch. */
+	strlcpy(head, audit_head(a), sizeof(head));
+	assert_int_equal(json_object_set_new(ev[4], "mac", json_string("x")), 0);
+	assert_int_equal(audit_append_many(a, ev + 3, 2, &written, err, sizeof(err)), -1);
+	assert_int_equal(written, 0);
+	assert_string_equal(audit_head(a), head);
+	assert_int_equal(count_lines(fx->log), 5);
+	assert_int_equal(json_object_del(ev[4], "mac"), 0);
+	/* Too many at once: refused before any event is looked at. */
+	assert_int_equal(audit_append_many(a, ev, AUDIT_BATCH_MAX + 1, &written, err,
+	    sizeof(err)), -1);
+
+	/* A write that stops half-way is cut off again. */
+	pid = fork();
+	assert_true(pid != -1);
+	if (pid == 0) {
+		int rc = 0;
+
+		signal(SIGXFSZ, SIG_IGN);
+		if (stat(fx->log, &st) == -1 || getrlimit(RLIMIT_FSIZE, &rl) == -1)
+			rc = 10;
+		rl.rlim_cur = (rlim_t)st.st_size + 300;	/* room for one line and a bit */
+		if (rc == 0 && setrlimit(RLIMIT_FSIZE, &rl) == -1)
+			rc = 11;
+		if (rc == 0 && (audit_append_many(a, ev + 3, 2, &written, err, sizeof(err)) != -1 ||
+		    written != 0 || strcmp(audit_head(a), head) != 0))
+			rc = 12;
+		if (rc == 0 && (stat(fx->log, &st) == -1 || (rlim_t)st.st_size + 300 != rl.rlim_cur))
+			rc = 13;
+		/* What the parent made is the child's to free too (valgrind). */
+		audit_close(a);
+		for (i = 0; i < 5; i++)
+			json_decref(ev[i]);
+		_exit(rc);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	assert_int_equal(audit_append_many(a, ev + 3, 2, NULL, err, sizeof(err)), 0);
+	assert_ok(fx->log, 7);
+	audit_close(a);
+	for (i = 0; i < 5; i++)
+		json_decref(ev[i]);
+}
+
+/* What a forwarder hands on, and what it says when a part fails. */
+struct forward_log {
+	size_t	calls;
+	size_t	lines[8];	/* events per call */
+	size_t	max_len;
+	size_t	fail_at;	/* this call fails (1-based), 0: none */
+};
+
+static int
+forward_record(void *arg, const char *json, size_t len, char *err, size_t errlen)
+{
+	struct forward_log *fl = arg;
+	size_t i, n = 1;
+
+	assert_true(fl->calls < 8);
+	assert_true(len > 0 && json[0] == '{' && json[len - 1] == '}');
+	for (i = 0; i < len; i++)
+		n += json[i] == '\n';
+	fl->lines[fl->calls++] = n;
+	if (len > fl->max_len)
+		fl->max_len = len;
+	if (fl->calls == fl->fail_at) {
+		snprintf(err, errlen, "keeper says no");
+		return -1;
+	}
+	return 0;
+}
+
+static void
+test_forwarder_batches(void **state)
+{
+	struct forward_log fl;
+	char err[ERRLEN], big[AUDIT_FIELD_MAX];
+	json_t *ev[120];
+	struct audit *a;
+	size_t written, i, total;
+
+	/* About 2 KiB an event: 120 of them make three parts. */
+	memset(big, 'x', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	for (i = 0; i < 120; i++) {
+		ev[i] = numbered_event((int)i);
+		assert_int_equal(audit_set_str(ev[i], "subject", big), 0);
+	}
+	memset(&fl, 0, sizeof(fl));
+	a = audit_forwarder(forward_record, NULL, NULL, &fl);
+	assert_non_null(a);
+	assert_int_equal(audit_append_many(a, ev, 1, &written, err, sizeof(err)), 0);
+	assert_int_equal(fl.calls, 1);
+	assert_int_equal(fl.lines[0], 1);
+	memset(&fl, 0, sizeof(fl));
+	assert_int_equal(audit_append_many(a, ev, 120, &written, err, sizeof(err)), 0);
+	assert_int_equal(written, 120);
+	assert_true(fl.calls >= 3);
+	assert_true(fl.max_len <= AUDIT_FORWARD_MAX);
+	for (i = 0, total = 0; i < fl.calls; i++)
+		total += fl.lines[i];
+	assert_int_equal(total, 120);
+
+	/* The second part fails: the first part's events are durable. */
+	memset(&fl, 0, sizeof(fl));
+	fl.fail_at = 2;
+	assert_int_equal(audit_append_many(a, ev, 120, &written, err, sizeof(err)), -1);
+	assert_int_equal(fl.calls, 2);
+	assert_int_equal(written, fl.lines[0]);
+	assert_string_equal(err, "keeper says no");
+	audit_close(a);
+	for (i = 0; i < 120; i++)
+		json_decref(ev[i]);
+}
+
 static void
 test_concurrent_processes(void **state)
 {
@@ -1164,6 +1313,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_foreign_tail_refused, setup, teardown),
 		cmocka_unit_test(test_open_fails_clearly),
 		cmocka_unit_test_setup_teardown(test_write_failure_keeps_chain, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_append_many, setup, teardown),
+		cmocka_unit_test(test_forwarder_batches),
 		cmocka_unit_test_setup_teardown(test_concurrent_processes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hostile_strings, setup, teardown),
 		cmocka_unit_test(test_long_field_cut),

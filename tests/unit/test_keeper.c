@@ -194,7 +194,11 @@ test_keeper_answers_like_the_vault(void **state)
 	struct audit *fw;
 	char acct[VAULT_ADDR_MAX], err[ERRLEN], log[LOG_MAX];
 	uint32_t version = 0;
-	json_t *ev;
+	json_t *ev, *batch[3];
+	char reason[32];
+	uint8_t *text;
+	const uint8_t *b0, *b2;
+	size_t written, len, i, lines;
 	int fd, logfd, st;
 	pid_t pid;
 
@@ -245,6 +249,15 @@ test_keeper_answers_like_the_vault(void **state)
 	json_decref(ev);
 	assert_int_equal(credstore_admin_audit(cs, AUDIT_ADMIN_LOGIN, "alice", "127.0.0.1",
 	    NULL, err, sizeof(err)), 0);
+	/* A batch: one request, several lines, in order. */
+	for (i = 0; i < 3; i++) {
+		snprintf(reason, sizeof(reason), "batch %zu", i);
+		assert_non_null(batch[i] = audit_reject_event("10.0.0.2", "lan", reason, NULL));
+	}
+	assert_int_equal(audit_append_many(fw, batch, 3, &written, err, sizeof(err)), 0);
+	assert_int_equal(written, 3);
+	for (i = 0; i < 3; i++)
+		json_decref(batch[i]);
 	audit_close(fw);
 
 	/* Closing the channel ends the keeper cleanly. */
@@ -253,6 +266,14 @@ test_keeper_answers_like_the_vault(void **state)
 	assert_true(WIFEXITED(st));
 	assert_int_equal(WEXITSTATUS(st), 0);
 	assert_non_null(strstr(log, "event=keeper_exit"));
+	assert_int_equal(file_read_all(fx.audit, 1024 * 1024, &text, &len), 0);
+	for (i = 0, lines = 0; i < len; i++)
+		lines += text[i] == '\n';
+	assert_int_equal(lines, 6);	/* rotate, reject, login, the batch of 3 */
+	assert_non_null(b0 = memmem(text, len, "batch 0", 7));
+	assert_non_null(b2 = memmem(text, len, "batch 2", 7));
+	assert_true(b0 < b2);
+	free(text);
 }
 
 /* A raw request: header + payload as given. */
@@ -293,6 +314,12 @@ test_keeper_refuses_malformed_requests(void **state)
 		{ "not JSON", KEEPER_AUDIT_APPEND, "{{{", 3, "not an audit event" },
 		{ "forged chain fields", KEEPER_AUDIT_APPEND,
 		    "{\"event\":\"x\",\"mac\":\"00\"}", 24, "not an audit event" },
+		{ "a batch with a bad line", KEEPER_AUDIT_APPEND,
+		    "{\"event\":\"x\"}\n{{{", 17, "not an audit event" },
+		{ "a batch with an empty line", KEEPER_AUDIT_APPEND,
+		    "{\"event\":\"x\"}\n\n{\"event\":\"y\"}", 28, "not an audit event" },
+		{ "a batch that ends in a newline", KEEPER_AUDIT_APPEND,
+		    "{\"event\":\"x\"}\n", 14, "not an audit event" },
 		{ "a reply sent to the keeper", KEEPER_FETCH | KEEPER_REPLY, "", 0,
 		    "unexpected type" },
 		{ "the keeper's own READY", KEEPER_READY, "", 0, "unexpected type" },

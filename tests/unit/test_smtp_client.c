@@ -966,6 +966,198 @@ test_pipelined_421_then_close(void **state)
 	fake_free(&f);
 }
 
+#define EHLO_TLS_CHUNKING "S: 250-fake.test\r\n250-SIZE 1000000\r\n250-8BITMIME\r\n" \
+			"250-PIPELINING\r\n250-CHUNKING\r\n250-SMTPUTF8\r\n" \
+			"250 AUTH LOGIN PLAIN XOAUTH2"
+
+/*
+ * CHUNKING and PIPELINING, one recipient: MAIL, RCPT, BDAT and the bytes
+ * arrive before the server says a word (the script reads them all first),
+ * not dot-stuffed; a message without a final CRLF gets one, counted in the
+ * size. The second message on the session has RSET first, in the same
+ * flight.
+ */
+static void
+test_chunking_one_flight(void **state)
+{
+	static const char *const script[] = {
+		START_STARTTLS,
+		EHLO_TLS_CHUNKING,
+		"C: " TEST_PLAIN,
+		"S: 235 2.7.0 Accepted",
+		"C: MAIL FROM:<s@x.test> SIZE=29 BODY=8BITMIME",
+		"C: RCPT TO:<r@y.test>",
+		"C: BDAT 31 LAST",
+		"C: .leading",
+		"C: ..",
+		"C: mid.dle",
+		"C: .",
+		"C: end",
+		"S: 250 2.1.0 OK\r\n250 2.1.5 OK\r\n250 2.0.0 OK first",
+		"C: RSET",
+		"C: MAIL FROM:<s@x.test> SIZE=8",
+		"C: RCPT TO:<r@y.test>",
+		"C: BDAT 8 LAST",
+		"C: second",
+		"S: 250 2.1.5 Flushed\r\n250 OK\r\n250 OK\r\n250 2.0.0 OK second",
+		"C: QUIT",
+		"S: 221 bye",
+		NULL,
+	};
+	struct drive d = { 0 };
+	struct fake f;
+
+	d.msgs[d.n_msgs++] = msg_new("s@x.test", rcpt1, 1, ".leading\r\n..\r\nmid.dle\r\n.\r\nend");
+	d.msgs[0]->body_8bit = 1;
+	d.msgs[d.n_msgs++] = msg_new("s@x.test", rcpt1, 1, "second\r\n");
+	drive_run(&d, &f, script, &cert_good, "127.0.0.1", UPSTREAM_TLS_STARTTLS);
+	assert_false(f.failed);
+	assert_int_equal(d.n_done, 2);
+	assert_int_equal(d.done[0].error, SMTP_ERR_NONE);
+	assert_int_equal(d.done[0].stage, SMTP_STAGE_DATA);
+	assert_string_equal(d.done[0].text, "OK first");
+	assert_string_equal(d.done[1].text, "OK second");
+	assert_false(transcript_has(&f, "DATA"));
+	drive_free(&d);
+	fake_free(&f);
+}
+
+/*
+ * Replies to BDAT are read like replies to the final dot; a refused
+ * recipient in the one flight is the message's reply, whatever BDAT got,
+ * and the session goes on.
+ */
+static void
+test_chunking_refusals(void **state)
+{
+	static const char *const script[] = {
+		START_STARTTLS,
+		EHLO_TLS_CHUNKING,
+		"C: " TEST_PLAIN,
+		"S: 235 2.7.0 Accepted",
+		"C: MAIL FROM:<s@x.test> SIZE=1",
+		"C: RCPT TO:<r@y.test>",
+		"C: BDAT 3 LAST",
+		"C: x",
+		"S: 250 OK\r\n550 5.1.1 no such user\r\n554 5.5.1 No valid recipients",
+		"C: RSET",
+		"C: MAIL FROM:<s@x.test> SIZE=1",
+		"C: RCPT TO:<r@y.test>",
+		"C: BDAT 3 LAST",
+		"C: y",
+		"S: 250 OK\r\n250 OK\r\n250 OK\r\n"
+		"552-5.3.4 Your message exceeded Google's message size limits.\r\n"
+		"552 5.3.4 See https://support.google.com x - gsmtp",
+		"C: RSET",
+		"C: MAIL FROM:<s@x.test> SIZE=1",
+		"C: RCPT TO:<r@y.test>",
+		"C: BDAT 3 LAST",
+		"C: z",
+		"S: 250 OK\r\n250 OK\r\n250 OK\r\n421 4.7.0 Try again later, closing connection.",
+		"CLOSE",
+		NULL,
+	};
+	struct drive d = { 0 };
+	struct fake f;
+
+	d.msgs[d.n_msgs++] = msg_new("s@x.test", rcpt1, 1, "x");
+	d.msgs[d.n_msgs++] = msg_new("s@x.test", rcpt1, 1, "y");
+	d.msgs[d.n_msgs++] = msg_new("s@x.test", rcpt1, 1, "z");
+	drive_run(&d, &f, script, &cert_good, "127.0.0.1", UPSTREAM_TLS_STARTTLS);
+	assert_false(f.failed);
+	assert_int_equal(d.n_done, 3);
+	assert_int_equal(d.done[0].error, SMTP_ERR_REPLY);
+	assert_int_equal(d.done[0].stage, SMTP_STAGE_RCPT);
+	assert_int_equal(d.done[0].code, 550);
+	assert_string_equal(d.done[0].enhanced, "5.1.1");
+	assert_false(d.done[0].temporary);
+	assert_int_equal(d.done[1].error, SMTP_ERR_REPLY);
+	assert_int_equal(d.done[1].stage, SMTP_STAGE_DATA);
+	assert_int_equal(d.done[1].code, 552);
+	assert_string_equal(d.done[1].enhanced, "5.3.4");
+	assert_non_null(strstr(d.done[1].text, "size limits"));
+	assert_int_equal(d.done[2].stage, SMTP_STAGE_DATA);
+	assert_int_equal(d.done[2].code, 421);
+	assert_true(d.done[2].temporary);
+	assert_int_equal(d.n_closed, 1);
+	drive_free(&d);
+	fake_free(&f);
+}
+
+/*
+ * Several recipients: BDAT waits for their replies (it could not be taken
+ * back), so a refused one means nothing is sent; when all are accepted the
+ * chunk follows. Without PIPELINING every command waits for its reply.
+ */
+static void
+test_chunking_several_recipients(void **state)
+{
+	static const char *const script[] = {
+		START_STARTTLS,
+		EHLO_TLS_CHUNKING,
+		"C: " TEST_PLAIN,
+		"S: 235 2.7.0 Accepted",
+		"C: MAIL FROM:<s@x.test> SIZE=1",
+		"C: RCPT TO:<a@y.test>",
+		"C: RCPT TO:<b@y.test>",
+		"C: RCPT TO:<c@y.test>",
+		"S: 250 OK\r\n250 OK\r\n452 4.5.3 Too many recipients\r\n250 OK",
+		"C: RSET",
+		"C: MAIL FROM:<s@x.test> SIZE=1",
+		"C: RCPT TO:<a@y.test>",
+		"C: RCPT TO:<b@y.test>",
+		"C: RCPT TO:<c@y.test>",
+		"S: 250 OK\r\n250 OK\r\n250 OK\r\n250 OK\r\n250 OK",
+		"C: BDAT 3 LAST",
+		"C: x",
+		"S: 250 2.0.0 OK sent",
+		"C: QUIT",
+		"S: 221 bye",
+		NULL,
+	};
+	static const char *const script_no_pipelining[] = {
+		"TLS",
+		"S: 220 fake.test ESMTP",
+		"C: EHLO " TEST_HELO,
+		"S: 250-fake.test\r\n250-CHUNKING\r\n250 AUTH PLAIN",
+		"C: " TEST_PLAIN,
+		"S: 235 2.7.0 Accepted",
+		"C: MAIL FROM:<s@x.test>",
+		"S: 250 OK",
+		"C: RCPT TO:<r@y.test>",
+		"S: 250 OK",
+		"C: BDAT 6 LAST",
+		"C: body",
+		"S: 250 2.0.0 OK one",
+		"C: QUIT",
+		"S: 221 bye",
+		NULL,
+	};
+	struct drive d = { 0 }, d2 = { 0 };
+	struct fake f, f2;
+
+	d.msgs[d.n_msgs++] = msg_new("s@x.test", rcpt3, 3, "x");
+	d.msgs[d.n_msgs++] = msg_new("s@x.test", rcpt3, 3, "x");
+	drive_run(&d, &f, script, &cert_good, "127.0.0.1", UPSTREAM_TLS_STARTTLS);
+	assert_false(f.failed);
+	assert_int_equal(d.n_done, 2);
+	assert_int_equal(d.done[0].stage, SMTP_STAGE_RCPT);
+	assert_int_equal(d.done[0].rcpt_index, 1);
+	assert_int_equal(d.done[0].code, 452);
+	assert_int_equal(d.done[1].error, SMTP_ERR_NONE);
+	assert_string_equal(d.done[1].text, "OK sent");
+	drive_free(&d);
+	fake_free(&f);
+
+	d2.msgs[d2.n_msgs++] = msg_new("s@x.test", rcpt1, 1, "body");
+	drive_run(&d2, &f2, script_no_pipelining, &cert_good, "localhost", UPSTREAM_TLS_IMPLICIT);
+	assert_false(f2.failed);
+	assert_int_equal(d2.n_done, 1);
+	assert_string_equal(d2.done[0].text, "OK one");
+	drive_free(&d2);
+	fake_free(&f2);
+}
+
 /* Over the upstream's SIZE: refused before a byte is sent; session reused. */
 static void
 test_size_limit(void **state)
@@ -1773,6 +1965,9 @@ main(void)
 		cmocka_unit_test(test_dot_stuffing_and_reuse),
 		cmocka_unit_test(test_rcpt_refused_pipelined),
 		cmocka_unit_test(test_pipelined_421_then_close),
+		cmocka_unit_test(test_chunking_one_flight),
+		cmocka_unit_test(test_chunking_refusals),
+		cmocka_unit_test(test_chunking_several_recipients),
 		cmocka_unit_test(test_size_limit),
 		cmocka_unit_test(test_timeout),
 		cmocka_unit_test(test_garbage_reply),
