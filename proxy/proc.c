@@ -51,6 +51,8 @@ struct proc_config {
 	struct proc_env		*env;
 	struct config		*cfg;
 	struct proc_old_config	*old;
+	int			(*check)(void *, const struct config *, char *, size_t);
+	void			*check_arg;
 };
 
 struct proc_events {
@@ -376,9 +378,11 @@ proc_config_reload(struct proc_config *pc)
 		    proc_role_name(pc->env->role));
 		return NULL;
 	}
-	if (config_load(path, n, err, sizeof(err)) == -1) {
+	if (config_load(path, n, err, sizeof(err)) == -1 ||
+	    (pc->check != NULL && pc->check(pc->check_arg, n, err, sizeof(err)) == -1)) {
 		log_err("event=reload process=%s error=\"%s\" action=keep_old_config",
 		    proc_role_name(pc->env->role), err);
+		config_free(n);		/* a second free after config_load's is harmless */
 		free(n);
 		free(o);
 		return NULL;
@@ -396,6 +400,14 @@ proc_config_reload(struct proc_config *pc)
 	pc->cfg = n;
 	proc_config_free_old(pc, o->replaced, 0);
 	return n;
+}
+
+void
+proc_config_set_check(struct proc_config *pc,
+    int (*check)(void *, const struct config *, char *, size_t), void *arg)
+{
+	pc->check = check;
+	pc->check_arg = arg;
 }
 
 void

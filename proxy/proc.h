@@ -124,6 +124,12 @@ const struct config *proc_config_get(const struct proc_config *pc);
 /* Re-read the file; the new configuration, or NULL (logged) when the old
  * one stays. */
 const struct config *proc_config_reload(struct proc_config *pc);
+/* A check of each re-read configuration before it replaces the old one (the
+ * process's Landlock jail: fsjail.h): 0, or -1 with err, and the old one
+ * stays. */
+void	proc_config_set_check(struct proc_config *pc,
+	    int (*check)(void *arg, const struct config *cfg, char *err, size_t errlen),
+	    void *arg);
 void	proc_config_free(struct proc_config *pc);
 /* In-flight work gets the upstream timeout twice over plus the SMTP timeout
  * after SIGTERM (the parent allows a little more). */
