@@ -1,9 +1,9 @@
 /*
  * proc.c: what every child of "smtpvault serve" does the same way (proc.h):
  * its start right after fork() (a name, no inherited fds, death with the
- * parent), the privilege drop after binding, the READY and RELOADED
- * messages to the parent, and the handling of SIGTERM, SIGHUP and a parent
- * that went away on the child's event loop.
+ * parent), the privilege drop after binding, the READY, RELOADED and ALIVE
+ * messages to the parent, and the handling of SIGTERM, SIGHUP, the parent's
+ * PING and a parent that went away on the child's event loop.
  */
 #include "proc.h"
 
@@ -39,6 +39,11 @@ static const char *const proc_names[PROC_ROLES] = {
 	[PROC_RELAY] = "relay",
 	[PROC_SMTP] = "smtp",
 	[PROC_ADMIN] = "admin",
+};
+
+/* What the parent may send: only the heartbeat's question. */
+static const struct ipc_rule proc_rules_parent[] = {
+	{ PROC_MSG_PING, 0, 0, IPC_FD_NONE },
 };
 
 struct proc_old_config {
@@ -228,21 +233,31 @@ proc_on_hup(evutil_socket_t sig, short what, void *arg)
 	proc_send(pe->env, PROC_MSG_RELOADED, kept, sizeof(kept));
 }
 
-/* The parent sends nothing: readable means it has gone (EOF), or something
- * that is not our parent wrote (fatal). */
+/* The parent asks whether this loop still turns (PROC_MSG_PING, one at a
+ * time) and is answered at once. EOF means it has gone; any other record is
+ * not our parent's (fatal). */
 static void
 proc_on_parent(evutil_socket_t fd, short what, void *arg)
 {
 	struct proc_events *pe = arg;
-	unsigned char b;
+	unsigned char rec[IPC_HDR_LEN];		/* a PING has no payload */
+	char err[256];
+	struct ipc_msg m;
 	ssize_t n;
 
-	n = recv(fd, &b, sizeof(b), MSG_DONTWAIT);
+	n = recv(fd, rec, 1, MSG_DONTWAIT | MSG_PEEK);
 	if (n == -1 && (errno == EAGAIN || errno == EINTR))
 		return;
 	if (n > 0) {
-		log_err("event=ipc_fatal peer=parent error=\"unexpected message\" action=exit");
-		exit(IPC_EXIT_FATAL);
+		/* Readable, so this does not block; a longer record is cut and
+		 * refused. */
+		if (ipc_recv_sync(fd, proc_rules_parent, 1, rec, sizeof(rec), &m, err,
+		    sizeof(err)) == -1) {
+			log_err("event=ipc_fatal peer=parent error=\"%s\" action=exit", err);
+			exit(IPC_EXIT_FATAL);
+		}
+		proc_send(pe->env, PROC_MSG_ALIVE, NULL, 0);
+		return;
 	}
 	event_del(pe->ev_parent);
 	log_warn("event=parent_gone process=%s action=exit", proc_role_name(pe->env->role));
