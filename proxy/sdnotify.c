@@ -1,8 +1,9 @@
 /*
  * sdnotify.c: the daemon's side of systemd's notification protocol (see
- * sdnotify.h). libsystemd does the protocol; this file decides when. The
- * watchdog interval is half of what systemd allows, as sd_watchdog_enabled(3)
- * recommends, so that one late ping is not yet a restart.
+ * sdnotify.h). libsystemd does the protocol; this file says what. When to
+ * ping the watchdog is the parent's decision (server.c, heartbeat.h): at
+ * half of what systemd allows, as sd_watchdog_enabled(3) recommends, and
+ * only while every child answers.
  */
 #include "sdnotify.h"
 
@@ -12,18 +13,15 @@
 #include <string.h>
 #include <time.h>
 
-#include <event2/event.h>
 #include <systemd/sd-daemon.h>
 
 #include "log.h"
 
 #define USEC_PER_SEC		UINT64_C(1000000)
 #define NSEC_PER_USEC		UINT64_C(1000)
-#define WATCHDOG_DIVISOR	2	/* ping at half the interval systemd allows */
-#define WATCHDOG_MIN_USEC	UINT64_C(1000)	/* no busier timer than 1 ms */
 
 struct sdnotify {
-	struct event	*ev_watchdog;
+	uint64_t	 watchdog_usec;	/* WATCHDOG_USEC for this process, or 0 */
 	int		 enabled;	/* NOTIFY_SOCKET is set */
 	int		 warned;	/* a failed send was logged once already */
 };
@@ -41,17 +39,10 @@ sdnotify_send(struct sdnotify *sn, const char *state)
 	}
 }
 
-static void
-sdnotify_watchdog_cb(evutil_socket_t fd, short what, void *arg)
-{
-	sdnotify_send(arg, "WATCHDOG=1");
-}
-
 struct sdnotify *
-sdnotify_new(struct event_base *base)
+sdnotify_new(void)
 {
 	struct sdnotify *sn;
-	struct timeval tv;
 	const char *sock;
 	uint64_t usec = 0;
 
@@ -59,20 +50,23 @@ sdnotify_new(struct event_base *base)
 		return NULL;
 	sock = getenv("NOTIFY_SOCKET");
 	sn->enabled = sock != NULL && sock[0] != '\0';
-	if (!sn->enabled || sd_watchdog_enabled(0, &usec) <= 0 || usec == 0)
-		return sn;
-	usec /= WATCHDOG_DIVISOR;
-	if (usec < WATCHDOG_MIN_USEC)
-		usec = WATCHDOG_MIN_USEC;
-	tv.tv_sec = (time_t)(usec / USEC_PER_SEC);
-	tv.tv_usec = (suseconds_t)(usec % USEC_PER_SEC);
-	if ((sn->ev_watchdog = event_new(base, -1, EV_PERSIST, sdnotify_watchdog_cb,
-	    sn)) == NULL || event_add(sn->ev_watchdog, &tv) == -1) {
-		log_warn("event=watchdog error=\"cannot start the watchdog timer\"");
-		return sn;
-	}
-	log_debug("event=watchdog interval_us=%llu", (unsigned long long)usec);
+	/* WATCHDOG_PID names the process systemd watches: only that one. */
+	if (sn->enabled && sd_watchdog_enabled(0, &usec) > 0)
+		sn->watchdog_usec = usec;
 	return sn;
+}
+
+uint64_t
+sdnotify_watchdog_usec(const struct sdnotify *sn)
+{
+	return sn != NULL ? sn->watchdog_usec : 0;
+}
+
+void
+sdnotify_watchdog(struct sdnotify *sn)
+{
+	if (sn != NULL && sn->watchdog_usec != 0)
+		sdnotify_send(sn, "WATCHDOG=1");
 }
 
 void
@@ -105,9 +99,5 @@ sdnotify_stopping(struct sdnotify *sn)
 void
 sdnotify_free(struct sdnotify *sn)
 {
-	if (sn == NULL)
-		return;
-	if (sn->ev_watchdog != NULL)
-		event_free(sn->ev_watchdog);
 	free(sn);
 }
