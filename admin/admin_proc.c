@@ -9,7 +9,8 @@
  * the keeper (and, with "verify": true, to one upstream login) and is wiped
  * after use, as is everything jansson frees here (admin_json_free).
  *
- * Start: bind [admin] listen and read its TLS files while still privileged,
+ * Start: its Landlock jail (fsjail.h: read-only, the files it will read),
+ * bind [admin] listen and read its TLS files while still privileged,
  * become the smtpvault user, seccomp (sandbox_admin), READY. SIGTERM: stop
  * listening, answer what waits with 503, exit 0. SIGHUP: re-read the
  * configuration (upstream settings for verification, the audit path). The
@@ -32,6 +33,7 @@
 #include "cli.h"
 #include "config.h"
 #include "credential.h"
+#include "fsjail.h"
 #include "log.h"
 #include "relay_ctl.h"
 #include "sandbox.h"
@@ -46,6 +48,7 @@ struct admin_proc {
 	struct relay_ctl_client	*rc;		/* to the relay */
 	struct admin_server	*srv;
 	struct proc_events	*pe;
+	struct fsjail		 jail;		/* read-only: config, TLS, audit log, CAs */
 };
 
 /*
@@ -94,6 +97,14 @@ admin_proc_reload(void *arg)
 }
 
 static int
+admin_proc_reload_check(void *arg, const struct config *cfg, char *err, size_t errlen)
+{
+	struct admin_proc *ap = arg;
+
+	return fsjail_admin_reload_check(&ap->jail, cfg, err, errlen);
+}
+
+static int
 admin_proc_drain_seconds(void *arg)
 {
 	return ADMIN_PROC_DRAIN_SECONDS;
@@ -128,6 +139,18 @@ proc_admin_main(struct proc_env *env)
 		}
 		env->relay_fd = -1;
 	}
+	/*
+	 * The Landlock jail before the server starts its worker threads: a jail
+	 * holds only for the thread that makes it and those started later. So
+	 * it allows the TLS files read next, and what the privilege drop in
+	 * proc_serve() reads (fsjail_admin).
+	 */
+	if (fsjail_admin(&ap.jail, proc_config_get(ap.pc), env->cli->config_path, err,
+	    sizeof(err)) == -1) {
+		log_err("event=start error=\"%s\"", err);
+		goto done;
+	}
+	proc_config_set_check(ap.pc, admin_proc_reload_check, &ap);
 	/* Binds [admin] listen and reads its TLS files: still privileged here. */
 	if ((ap.srv = admin_server_start(ap.base, proc_config_get(ap.pc), ap.cs, ap.rc, err,
 	    sizeof(err))) == NULL) {

@@ -106,6 +106,11 @@ static const struct ipc_rule keeper_rules_ready[] = {
 	RQ(KEEPER_READY, 0, 0),
 };
 
+/* The parent: whether the keeper's loop still turns, nothing else. */
+static const struct ipc_rule keeper_rules_parent[] = {
+	RQ(KEEPER_PING, 0, 0),
+};
+
 struct keeper;
 
 /* One channel; requests are answered at once, on the channel they came by. */
@@ -513,6 +518,9 @@ keeper_recv(struct ipc *ipc, const struct ipc_msg *m, void *arg)
 		ipc_put_str(&b, rc == 0 ? "" : err);
 		keeper_reply(k, m, &b);
 		return;
+	case KEEPER_PING:
+		keeper_reply(k, m, &b);
+		return;
 	default:
 		break;
 	}
@@ -591,7 +599,8 @@ keeper_child(struct cli *cli, const struct privdrop *pd, keeper_open_fn *open_va
     const int fds[KEEPER_CHANNELS])
 {
 	const struct keeper_channel ch[KEEPER_CHANNELS] = {
-		[KEEPER_CH_PARENT] = { fds[KEEPER_CH_PARENT], "parent", NULL, 0 },
+		[KEEPER_CH_PARENT] = { fds[KEEPER_CH_PARENT], "parent", keeper_rules_parent,
+		    sizeof(keeper_rules_parent) / sizeof(keeper_rules_parent[0]) },
 		[KEEPER_CH_RELAY] = { fds[KEEPER_CH_RELAY], "relay", keeper_rules_relay,
 		    keeper_n_rules_relay },
 		[KEEPER_CH_QUEUE_IO] = { fds[KEEPER_CH_QUEUE_IO], "queue-io", keeper_rules_audit,

@@ -40,6 +40,7 @@ enum keeper_msg {
 	KEEPER_AUDIT_APPEND,
 	KEEPER_AUDIT_REOPEN,
 	KEEPER_READY,		/* keeper -> parent once, when it serves */
+	KEEPER_PING,		/* parent -> keeper: still there? (heartbeat.h) */
 	KEEPER_MSG_END
 };
 #define KEEPER_REPLY		0x100
@@ -70,8 +71,9 @@ extern const size_t keeper_n_rules_audit;
 
 /*
  * One channel per peer, each with its own rule table. The parent's carries
- * READY once and nothing else; when it closes (the daemon is done, or its
- * parent died) the keeper exits. The others may close earlier.
+ * READY once, then only the parent's KEEPER_PING, answered at once; when it
+ * closes (the daemon is done, or its parent died) the keeper exits. The
+ * others may close earlier.
  */
 enum keeper_channel_id {
 	KEEPER_CH_PARENT = 0,

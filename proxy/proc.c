@@ -1,9 +1,9 @@
 /*
  * proc.c: what every child of "smtpvault serve" does the same way (proc.h):
  * its start right after fork() (a name, no inherited fds, death with the
- * parent), the privilege drop after binding, the READY and RELOADED
- * messages to the parent, and the handling of SIGTERM, SIGHUP and a parent
- * that went away on the child's event loop.
+ * parent), the privilege drop after binding, the READY, RELOADED and ALIVE
+ * messages to the parent, and the handling of SIGTERM, SIGHUP, the parent's
+ * PING and a parent that went away on the child's event loop.
  */
 #include "proc.h"
 
@@ -41,6 +41,11 @@ static const char *const proc_names[PROC_ROLES] = {
 	[PROC_ADMIN] = "admin",
 };
 
+/* What the parent may send: only the heartbeat's question. */
+static const struct ipc_rule proc_rules_parent[] = {
+	{ PROC_MSG_PING, 0, 0, IPC_FD_NONE },
+};
+
 struct proc_old_config {
 	struct config		*cfg;
 	time_t			 replaced;
@@ -51,6 +56,8 @@ struct proc_config {
 	struct proc_env		*env;
 	struct config		*cfg;
 	struct proc_old_config	*old;
+	int			(*check)(void *, const struct config *, char *, size_t);
+	void			*check_arg;
 };
 
 struct proc_events {
@@ -226,21 +233,31 @@ proc_on_hup(evutil_socket_t sig, short what, void *arg)
 	proc_send(pe->env, PROC_MSG_RELOADED, kept, sizeof(kept));
 }
 
-/* The parent sends nothing: readable means it has gone (EOF), or something
- * that is not our parent wrote (fatal). */
+/* The parent asks whether this loop still turns (PROC_MSG_PING, one at a
+ * time) and is answered at once. EOF means it has gone; any other record is
+ * not our parent's (fatal). */
 static void
 proc_on_parent(evutil_socket_t fd, short what, void *arg)
 {
 	struct proc_events *pe = arg;
-	unsigned char b;
+	unsigned char rec[IPC_HDR_LEN];		/* a PING has no payload */
+	char err[256];
+	struct ipc_msg m;
 	ssize_t n;
 
-	n = recv(fd, &b, sizeof(b), MSG_DONTWAIT);
+	n = recv(fd, rec, 1, MSG_DONTWAIT | MSG_PEEK);
 	if (n == -1 && (errno == EAGAIN || errno == EINTR))
 		return;
 	if (n > 0) {
-		log_err("event=ipc_fatal peer=parent error=\"unexpected message\" action=exit");
-		exit(IPC_EXIT_FATAL);
+		/* Readable, so this does not block; a longer record is cut and
+		 * refused. */
+		if (ipc_recv_sync(fd, proc_rules_parent, 1, rec, sizeof(rec), &m, err,
+		    sizeof(err)) == -1) {
+			log_err("event=ipc_fatal peer=parent error=\"%s\" action=exit", err);
+			exit(IPC_EXIT_FATAL);
+		}
+		proc_send(pe->env, PROC_MSG_ALIVE, NULL, 0);
+		return;
 	}
 	event_del(pe->ev_parent);
 	log_warn("event=parent_gone process=%s action=exit", proc_role_name(pe->env->role));
@@ -376,9 +393,11 @@ proc_config_reload(struct proc_config *pc)
 		    proc_role_name(pc->env->role));
 		return NULL;
 	}
-	if (config_load(path, n, err, sizeof(err)) == -1) {
+	if (config_load(path, n, err, sizeof(err)) == -1 ||
+	    (pc->check != NULL && pc->check(pc->check_arg, n, err, sizeof(err)) == -1)) {
 		log_err("event=reload process=%s error=\"%s\" action=keep_old_config",
 		    proc_role_name(pc->env->role), err);
+		config_free(n);		/* a second free after config_load's is harmless */
 		free(n);
 		free(o);
 		return NULL;
@@ -396,6 +415,14 @@ proc_config_reload(struct proc_config *pc)
 	pc->cfg = n;
 	proc_config_free_old(pc, o->replaced, 0);
 	return n;
+}
+
+void
+proc_config_set_check(struct proc_config *pc,
+    int (*check)(void *, const struct config *, char *, size_t), void *arg)
+{
+	pc->check = check;
+	pc->check_arg = arg;
 }
 
 void

@@ -49,11 +49,14 @@ struct proc_env {
 	int			 admin_fd;	/* relay: the channel from the admin process */
 };
 
-/* Messages on parent_fd (SOCK_SEQPACKET, ipc.h), child to parent; the parent
- * sends nothing but signals. */
+/* Messages on parent_fd (SOCK_SEQPACKET, ipc.h). The parent sends only
+ * PROC_MSG_PING (and signals); a child answers it at once from its loop, so
+ * that a child whose loop hangs is noticed (heartbeat.h). */
 enum proc_msg {
 	PROC_MSG_READY = 1,	/* once, when the child serves; no payload */
 	PROC_MSG_RELOADED,	/* after each SIGHUP: u32 0 = reloaded, 1 = kept the old config */
+	PROC_MSG_PING,		/* parent to child: still there? no payload */
+	PROC_MSG_ALIVE,		/* the answer; no payload */
 	PROC_MSG_END
 };
 
@@ -79,12 +82,13 @@ void	proc_child_init(struct proc_env *env);
 int	proc_child_drop(struct proc_env *env, char *err, size_t errlen);
 
 /*
- * A child's signal handling on its event loop: SIGTERM (or EOF on parent_fd:
- * the parent is gone) calls drain(arg) once, a second SIGTERM exits at
- * once, and after drain_seconds(arg) the loop ends anyway; SIGHUP calls
- * reload(arg), which returns 0 or -1 (kept the old configuration), and
- * tells the parent (PROC_MSG_RELOADED). drain ends the loop itself
- * (event_base_loopexit) when the process has nothing left to do.
+ * A child's signal handling on its event loop: SIGTERM calls drain(arg)
+ * once, a second SIGTERM exits at once, and after drain_seconds(arg) the
+ * loop ends anyway; SIGHUP calls reload(arg), which returns 0 or -1 (kept the
+ * old configuration), and tells the parent (PROC_MSG_RELOADED). drain ends
+ * the loop itself (event_base_loopexit) when the process has nothing left
+ * to do. On parent_fd: PROC_MSG_PING is answered with PROC_MSG_ALIVE; EOF
+ * (the parent is gone) exits; anything else is fatal.
  */
 struct proc_ops {
 	void	(*drain)(void *arg);
@@ -124,6 +128,12 @@ const struct config *proc_config_get(const struct proc_config *pc);
 /* Re-read the file; the new configuration, or NULL (logged) when the old
  * one stays. */
 const struct config *proc_config_reload(struct proc_config *pc);
+/* A check of each re-read configuration before it replaces the old one (the
+ * process's Landlock jail: fsjail.h): 0, or -1 with err, and the old one
+ * stays. */
+void	proc_config_set_check(struct proc_config *pc,
+	    int (*check)(void *arg, const struct config *cfg, char *err, size_t errlen),
+	    void *arg);
 void	proc_config_free(struct proc_config *pc);
 /* In-flight work gets the upstream timeout twice over plus the SMTP timeout
  * after SIGTERM (the parent allows a little more). */

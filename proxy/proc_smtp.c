@@ -21,6 +21,7 @@
 #include "cli.h"
 #include "config.h"
 #include "credential.h"
+#include "fsjail.h"
 #include "log.h"
 #include "relay.h"
 #include "relay_link.h"
@@ -44,6 +45,7 @@ struct proc_smtp {
 	struct proc_config	*pc;
 	struct proc_front	*front;
 	struct proc_events	*pe;
+	struct fsjail		 jail;		/* read-only: config, TLS files */
 };
 
 static enum cred_result
@@ -200,6 +202,28 @@ proc_smtp_drain_seconds(void *arg)
 	return proc_drain_seconds(proc_config_get(ps->pc));
 }
 
+static int
+proc_smtp_reload_check(void *arg, const struct config *cfg, char *err, size_t errlen)
+{
+	struct proc_smtp *ps = arg;
+
+	return fsjail_smtp_reload_check(&ps->jail, cfg, err, errlen);
+}
+
+/* After the privilege drop, before seccomp (the process starts no thread):
+ * from here on it reads its configuration and certificate, nothing else. */
+static int
+proc_smtp_jail(void *arg, char *err, size_t errlen)
+{
+	struct proc_smtp *ps = arg;
+
+	if (fsjail_smtp(&ps->jail, proc_config_get(ps->pc), ps->env->cli->config_path, err,
+	    errlen) == -1)
+		return -1;
+	proc_config_set_check(ps->pc, proc_smtp_reload_check, ps);
+	return 0;
+}
+
 int
 proc_smtp_main(struct proc_env *env)
 {
@@ -223,7 +247,7 @@ proc_smtp_main(struct proc_env *env)
 		rc = EXIT_USAGE;
 		goto done;
 	}
-	rc = proc_serve(env, ps.base, &ops, NULL, sandbox_smtp, &ps.pe);
+	rc = proc_serve(env, ps.base, &ops, proc_smtp_jail, sandbox_smtp, &ps.pe);
 done:
 	proc_events_free(ps.pe);
 	proc_front_free(ps.front);

@@ -5,9 +5,10 @@
  * libsystemd): each state is one datagram to the AF_UNIX socket named by
  * $NOTIFY_SOCKET, a path or, with a leading '@', an abstract name. Doing it
  * here keeps libsystemd and what it pulls in (libgcrypt, liblzma, libzstd,
- * liblz4, libcap) out of the daemon's memory. The watchdog interval is half
- * of what systemd allows, as sd_watchdog_enabled(3) recommends, so that one
- * late ping is not yet a restart.
+ * liblz4, libcap) out of the daemon's memory. When to ping the watchdog is
+ * the parent's decision (server.c, heartbeat.h): at half of what systemd
+ * allows, as sd_watchdog_enabled(3) recommends, and only while every child
+ * answers.
  */
 #include "sdnotify.h"
 
@@ -23,17 +24,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <event2/event.h>
-
 #include "log.h"
 
 #define USEC_PER_SEC		UINT64_C(1000000)
 #define NSEC_PER_USEC		UINT64_C(1000)
-#define WATCHDOG_DIVISOR	2	/* ping at half the interval systemd allows */
-#define WATCHDOG_MIN_USEC	UINT64_C(1000)	/* no busier timer than 1 ms */
 
 struct sdnotify {
-	struct event		*ev_watchdog;
+	uint64_t		 watchdog_usec;	/* WATCHDOG_USEC for this process, or 0 */
 	int			 enabled;	/* NOTIFY_SOCKET names a socket */
 	int			 warned;	/* a failed send was logged once already */
 	struct sockaddr_un	 addr;
@@ -105,7 +102,7 @@ sdnotify_send(struct sdnotify *sn, const char *state)
  * unset. 0 when there is none.
  */
 static uint64_t
-sdnotify_watchdog_usec(void)
+sdnotify_watchdog_env(void)
 {
 	const char *s = getenv("WATCHDOG_USEC"), *pid = getenv("WATCHDOG_PID");
 	uintmax_t v;
@@ -126,19 +123,11 @@ sdnotify_watchdog_usec(void)
 	return (uint64_t)v;
 }
 
-static void
-sdnotify_watchdog_cb(evutil_socket_t fd, short what, void *arg)
-{
-	sdnotify_send(arg, "WATCHDOG=1");
-}
-
 struct sdnotify *
-sdnotify_new(struct event_base *base)
+sdnotify_new(void)
 {
 	struct sdnotify *sn;
-	struct timeval tv;
 	const char *sock;
-	uint64_t usec = 0;
 
 	if ((sn = calloc(1, sizeof(*sn))) == NULL)
 		return NULL;
@@ -150,20 +139,22 @@ sdnotify_new(struct event_base *base)
 			log_warn("event=sd_notify error=\"NOTIFY_SOCKET is not an AF_UNIX socket "
 			    "name\"");
 	}
-	if (!sn->enabled || (usec = sdnotify_watchdog_usec()) == 0)
-		return sn;
-	usec /= WATCHDOG_DIVISOR;
-	if (usec < WATCHDOG_MIN_USEC)
-		usec = WATCHDOG_MIN_USEC;
-	tv.tv_sec = (time_t)(usec / USEC_PER_SEC);
-	tv.tv_usec = (suseconds_t)(usec % USEC_PER_SEC);
-	if ((sn->ev_watchdog = event_new(base, -1, EV_PERSIST, sdnotify_watchdog_cb,
-	    sn)) == NULL || event_add(sn->ev_watchdog, &tv) == -1) {
-		log_warn("event=watchdog error=\"cannot start the watchdog timer\"");
-		return sn;
-	}
-	log_debug("event=watchdog interval_us=%llu", (unsigned long long)usec);
+	if (sn->enabled)
+		sn->watchdog_usec = sdnotify_watchdog_env();
 	return sn;
+}
+
+uint64_t
+sdnotify_watchdog_usec(const struct sdnotify *sn)
+{
+	return sn != NULL ? sn->watchdog_usec : 0;
+}
+
+void
+sdnotify_watchdog(struct sdnotify *sn)
+{
+	if (sn != NULL && sn->watchdog_usec != 0)
+		sdnotify_send(sn, "WATCHDOG=1");
 }
 
 void
@@ -196,9 +187,5 @@ sdnotify_stopping(struct sdnotify *sn)
 void
 sdnotify_free(struct sdnotify *sn)
 {
-	if (sn == NULL)
-		return;
-	if (sn->ev_watchdog != NULL)
-		event_free(sn->ev_watchdog);
 	free(sn);
 }

@@ -2,23 +2,29 @@
  * sdnotify.h: tell systemd (Type=notify) how the daemon is doing, by the
  * protocol of sd_notify(3): READY=1 once it serves, RELOADING=1 ... READY=1
  * around a SIGHUP reload, STOPPING=1 when it starts to drain, and WATCHDOG=1
- * every half WATCHDOG_USEC from a timer on the event loop, so that a stuck
- * loop stops the pings and systemd restarts the service. Without
- * NOTIFY_SOCKET in the environment every call does nothing.
+ * when the parent's heartbeat timer says every process is alive (server.c,
+ * heartbeat.h), so that a stuck loop in any of them stops the pings and
+ * systemd restarts the service. Without NOTIFY_SOCKET in the environment
+ * every call does nothing.
  */
 #ifndef SMTPVAULT_SDNOTIFY_H
 #define SMTPVAULT_SDNOTIFY_H
 
-struct event_base;
+#include <stdint.h>
+
 struct sdnotify;
 
-/* NULL only when out of memory. Starts the watchdog timer when systemd
- * asked for one (WatchdogSec=). */
-struct sdnotify	*sdnotify_new(struct event_base *base);
+/* NULL only when out of memory. */
+struct sdnotify	*sdnotify_new(void);
+/* systemd's watchdog interval for this process (WatchdogSec=, through
+ * WATCHDOG_USEC and WATCHDOG_PID), or 0 when it has none. */
+uint64_t	 sdnotify_watchdog_usec(const struct sdnotify *sn);
+/* WATCHDOG=1, when there is a watchdog. */
+void		 sdnotify_watchdog(struct sdnotify *sn);
 void		 sdnotify_ready(struct sdnotify *sn);
 void		 sdnotify_reloading(struct sdnotify *sn);
 void		 sdnotify_stopping(struct sdnotify *sn);
-/* Stops the timer; call before the event base is freed. NULL is fine. */
+/* NULL is fine. */
 void		 sdnotify_free(struct sdnotify *sn);
 
 #endif

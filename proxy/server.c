@@ -15,6 +15,11 @@
  *   a child exits     unexpectedly, or fails to start: logged, the others
  *                     are stopped in the same order, exit non-zero. Nothing
  *                     restarts silently; systemd restarts the daemon
+ *   a child hangs     it does not answer the heartbeat (heartbeat.h) for
+ *                     systemd's watchdog interval: logged once, and the
+ *                     watchdog pings stop, so that systemd kills and restarts
+ *                     the daemon; without systemd's watchdog it is only
+ *                     logged. Heard from again: logged, pings resume
  *
  * A start-up failure keeps the child's exit status and its one error line
  * (a wrong passphrase in the keeper: 1; a port in use: 2).
@@ -32,6 +37,7 @@
 
 #include "cli.h"
 #include "fsperm.h"
+#include "heartbeat.h"
 #include "ipc.h"
 #include "keeper.h"
 #include "log.h"
@@ -51,6 +57,7 @@ struct child {
 	struct ipc	*ipc;
 	int		 reload_pending;
 	int		 stopped;	/* SIGTERM sent (keeper: its channel closed) */
+	struct heartbeat hb;		/* when it last answered the parent's PING */
 };
 
 struct server {
@@ -58,7 +65,9 @@ struct server {
 	struct event_base	*base;
 	struct child		 ch[PROC_ROLES];	/* by role; PROC_PARENT unused */
 	struct event		*ev_term, *ev_int, *ev_hup, *ev_chld, *ev_stop, *ev_reload;
+	struct event		*ev_heartbeat;	/* ask the children, ping the watchdog */
 	struct sdnotify		*sd;		/* systemd: READY, RELOADING, STOPPING, watchdog */
+	uint64_t		 hb_limit_ms;	/* a child silent longer is hung (heartbeat.h) */
 	int			 stopping;
 	int			 failed;	/* a child ended unexpectedly */
 	int			 reload_kept;	/* a child kept its old configuration */
@@ -69,6 +78,11 @@ static const struct ipc_rule server_rules_ready[] = {
 };
 static const struct ipc_rule server_rules_child[] = {
 	{ PROC_MSG_RELOADED, 4, 4, IPC_FD_NONE },
+	{ PROC_MSG_ALIVE, 0, 0, IPC_FD_NONE },
+};
+/* The keeper, after READY: the answers to the heartbeat only. */
+static const struct ipc_rule server_rules_keeper[] = {
+	{ KEEPER_PING | KEEPER_REPLY, 0, 0, IPC_FD_NONE },
 };
 
 /* The order of the stop: the front end and the admin process, then the
@@ -80,6 +94,7 @@ static const enum proc_role server_stop_order[][2] = {
 };
 
 static void	server_step(struct server *s);
+static void	server_heard(struct server *s, enum proc_role role);
 
 /* ---- Stopping ----------------------------------------------------------------- */
 
@@ -288,9 +303,16 @@ server_recv(struct ipc *ipc, const struct ipc_msg *m, void *arg)
 	int role, pending = 0;
 	uint32_t kept;
 
-	for (role = PROC_RELAY; role < PROC_ROLES; role++)
+	for (role = PROC_KEEPER; role < PROC_ROLES; role++)
 		if (s->ch[role].ipc == ipc)
 			break;
+	/* The rule tables allow these with no payload, and only from their
+	 * own: the keeper's answer from the keeper, ALIVE from the others. */
+	if (role != PROC_ROLES && (m->type == PROC_MSG_ALIVE ||
+	    m->type == (KEEPER_PING | KEEPER_REPLY))) {
+		server_heard(s, (enum proc_role)role);
+		return;
+	}
 	kept = ipc_get_u32(&r);
 	if (role == PROC_ROLES || m->type != PROC_MSG_RELOADED || ipc_rd_done(&r) == -1 ||
 	    kept > 1) {
@@ -311,6 +333,75 @@ server_recv(struct ipc *ipc, const struct ipc_msg *m, void *arg)
 		pending |= s->ch[role].reload_pending;
 	if (!pending)
 		server_reload_done(s);
+}
+
+/* ---- The heartbeat ------------------------------------------------------------- */
+
+static void
+server_heard(struct server *s, enum proc_role role)
+{
+	uint64_t silent_ms;
+
+	if (heartbeat_heard(&s->ch[role].hb, heartbeat_now_ms(), &silent_ms) == HEARTBEAT_HEARD)
+		log_warn("event=child_responsive process=%s silent_ms=%llu action=%s",
+		    proc_role_name(role), (unsigned long long)silent_ms,
+		    sdnotify_watchdog_usec(s->sd) != 0 ? "resume_watchdog" : "none");
+}
+
+/*
+ * Every half limit: who has been silent too long (said once), a PING to
+ * each child that has answered the last one, and WATCHDOG=1 only while every
+ * child is heard from. A child being stopped is left to the stop's deadline.
+ */
+static void
+server_on_heartbeat(evutil_socket_t fd, short what, void *arg)
+{
+	struct server *s = arg;
+	uint64_t now = heartbeat_now_ms(), silent_ms;
+	int r, all_heard = 1;
+
+	for (r = PROC_KEEPER; r < PROC_ROLES; r++) {
+		struct child *c = &s->ch[r];
+
+		if (c->pid == 0 || c->ipc == NULL || c->stopped)
+			continue;
+		if (heartbeat_check(&c->hb, now, s->hb_limit_ms, &silent_ms) == HEARTBEAT_SILENT)
+			log_warn("event=child_unresponsive process=%s silent_ms=%llu action=%s",
+			    proc_role_name((enum proc_role)r), (unsigned long long)silent_ms,
+			    sdnotify_watchdog_usec(s->sd) != 0 ? "stop_watchdog" : "none");
+		if (c->hb.silent)
+			all_heard = 0;
+		if (heartbeat_ask(&c->hb) && ipc_send(c->ipc, r == PROC_KEEPER ? KEEPER_PING :
+		    PROC_MSG_PING, 0, -1, NULL, 0) == -1)
+			heartbeat_unask(&c->hb);	/* out of memory: the next tick */
+	}
+	if (all_heard)
+		sdnotify_watchdog(s->sd);
+}
+
+/* The limit is systemd's watchdog interval when there is one (heartbeat.h);
+ * the timer, half of it. */
+static int
+server_heartbeat_start(struct server *s)
+{
+	struct timeval tv;
+	uint64_t now = heartbeat_now_ms();
+	char err[256];
+	int r;
+
+	if (heartbeat_limit_ms(sdnotify_watchdog_usec(s->sd), getenv(HEARTBEAT_ENV),
+	    &s->hb_limit_ms, err, sizeof(err)) == -1)
+		log_warn("event=heartbeat error=\"%s\" limit_ms=%llu", err,
+		    (unsigned long long)s->hb_limit_ms);
+	heartbeat_tick(s->hb_limit_ms, &tv);
+	for (r = PROC_KEEPER; r < PROC_ROLES; r++)
+		heartbeat_start(&s->ch[r].hb, now);
+	if ((s->ev_heartbeat = event_new(s->base, -1, EV_PERSIST, server_on_heartbeat,
+	    s)) == NULL || event_add(s->ev_heartbeat, &tv) == -1)
+		return -1;
+	log_debug("event=heartbeat limit_ms=%llu watchdog=%s", (unsigned long long)s->hb_limit_ms,
+	    sdnotify_watchdog_usec(s->sd) != 0 ? "yes" : "no");
+	return 0;
 }
 
 /* A child's channel died: closed (the child is exiting; SIGCHLD tells the
@@ -554,10 +645,12 @@ server_events(struct server *s)
 
 		if (c->fd == -1)
 			continue;
-		/* The keeper sends nothing after READY; the others RELOADED. */
+		/* After READY: the keeper answers the heartbeat; the others
+		 * too, and say RELOADED. */
 		c->ipc = ipc_new(s->base, c->fd, proc_role_name((enum proc_role)r),
-		    r == PROC_KEEPER ? NULL : server_rules_child,
-		    r == PROC_KEEPER ? 0 : sizeof(server_rules_child) /
+		    r == PROC_KEEPER ? server_rules_keeper : server_rules_child,
+		    r == PROC_KEEPER ? sizeof(server_rules_keeper) /
+		    sizeof(server_rules_keeper[0]) : sizeof(server_rules_child) /
 		    sizeof(server_rules_child[0]), server_recv, server_ipc_event, s);
 		if (c->ipc == NULL)
 			return -1;
@@ -569,7 +662,7 @@ static void
 server_free(struct server *s)
 {
 	struct event **evs[] = { &s->ev_term, &s->ev_int, &s->ev_hup, &s->ev_chld, &s->ev_stop,
-	    &s->ev_reload };
+	    &s->ev_reload, &s->ev_heartbeat };
 	size_t i;
 	int r;
 
@@ -632,7 +725,8 @@ cmd_serve(struct cli *cli, int argc, char **argv)
 	if ((rc = server_start_children(&s, &pd)) != EXIT_OK)
 		return rc;
 	rc = EXIT_FAILED;
-	if (server_events(&s) == -1 || (s.sd = sdnotify_new(s.base)) == NULL) {
+	if (server_events(&s) == -1 || (s.sd = sdnotify_new()) == NULL ||
+	    server_heartbeat_start(&s) == -1) {
 		log_err("event=start error=\"cannot set up the parent's event loop\"");
 		server_abort(&s);
 		goto done;

@@ -8,7 +8,10 @@
     line naming the file and the chmod, exit status 2;
   - under a fake systemd (an AF_UNIX datagram NOTIFY_SOCKET) it reports
     READY=1, RELOADING=1 then READY=1 on SIGHUP, STOPPING=1 on SIGTERM, and
-    pings WATCHDOG=1 at half of WATCHDOG_USEC;
+    pings WATCHDOG=1 at half of WATCHDOG_USEC, but only while every child
+    answers the parent's heartbeat: a stopped child (SIGSTOP) stops the
+    pings and is named in the log, and they resume when it answers again;
+    without systemd's watchdog the silence is only logged;
   - the shipped logrotate file rotates the audit log under a running daemon
     and the hash chain continues across the rotation.
 
@@ -16,6 +19,7 @@ The root tests create the system user smtpvault when it is missing (as
 deploy/systemd/smtpvault.sysusers would) and skip when not run as root.
 """
 
+import contextlib
 import grp
 import os
 import pwd
@@ -27,6 +31,7 @@ import socket
 import stat
 import subprocess
 import tempfile
+import threading
 import time
 
 import pytest
@@ -42,6 +47,10 @@ NOTIFY_TIMEOUT = 10.0
 WATCHDOG_USEC = 200000          # 0.2 s: pings every 0.1 s
 WATCHDOG_WINDOW = 1.5           # seconds of pings counted
 WATCHDOG_MIN_PINGS = 5          # of ~15 expected
+HANG_WATCHDOG_USEC = 1000000    # 1 s: the parent asks its children and pings every 0.5 s
+HANG_LIMIT_MS = 1000            # without a watchdog: SMTPVAULT_TEST_HEARTBEAT_MS
+HANG_TIMEOUT = 5.0              # the silence is said within two intervals; slack for CI
+ROLES = ("keeper", "relay", "smtp", "admin")
 
 
 def message(subject="deploy test"):
@@ -382,6 +391,99 @@ def test_sd_notify_watchdog_for_another_pid_is_ignored(daemon, fake_systemd, mon
     fake_systemd.expect("READY")
     fake_systemd.drain(0.5)
     assert not any("WATCHDOG" in f for _, f in fake_systemd.received)
+
+
+def watchdog_pings(fake, since):
+    return [t for t, f in fake.received if f.get("WATCHDOG") == "1" and t >= since]
+
+
+@contextlib.contextmanager
+def draining(fake):
+    """Read the notify socket in the background, so that each datagram's
+    time is when it was sent (give or take 50 ms)."""
+    stop = threading.Event()
+
+    def run():
+        while not stop.is_set():
+            fake.drain(0.05)
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        t.join()
+
+
+def test_watchdog_stops_while_a_child_hangs(daemon, fake_systemd, monkeypatch):
+    """A child whose loop no longer turns (stopped here) is noticed by the
+    parent's heartbeat: the WATCHDOG=1 pings stop, so that systemd would
+    kill and restart the daemon, and the log names the child; once it
+    answers again the pings resume. The daemon itself never exits."""
+    d = daemon(start=False)
+    start_with_env(d, monkeypatch, {"NOTIFY_SOCKET": fake_systemd.path,
+                                    "WATCHDOG_USEC": str(HANG_WATCHDOG_USEC)})
+    fake_systemd.expect("READY")
+    fake_systemd.expect("WATCHDOG")
+    interval = HANG_WATCHDOG_USEC / 1e6
+    relay = d.pids()["relay"]
+    with draining(fake_systemd):
+        t_stop = time.monotonic()
+        os.kill(relay, signal.SIGSTOP)
+        try:
+            m = d.wait_log(r"event=child_unresponsive process=relay silent_ms=(\d+) "
+                           r"action=stop_watchdog", timeout=HANG_TIMEOUT)
+            assert int(m.group(1)) > HANG_WATCHDOG_USEC / 1000
+            time.sleep(0.2)         # what was sent before the line
+            t_quiet = time.monotonic()
+            last = max(watchdog_pings(fake_systemd, t_stop), default=t_stop)
+            assert last - t_stop < 2 * interval, f"pinged {last - t_stop:.2f}s after SIGSTOP"
+            time.sleep(2 * interval)
+            assert watchdog_pings(fake_systemd, t_quiet) == [], "pings while the relay hangs"
+            assert d.proc.poll() is None, "the daemon must not exit by itself"
+            assert d.log().count("event=child_unresponsive") == 1, "said once"
+        finally:
+            os.kill(relay, signal.SIGCONT)
+        t_cont = time.monotonic()
+        d.wait_log(r"event=child_responsive process=relay silent_ms=\d+ "
+                   r"action=resume_watchdog", timeout=HANG_TIMEOUT)
+        time.sleep(2 * interval)
+    assert len(watchdog_pings(fake_systemd, t_cont)) >= 2, "the pings resume"
+    assert d.proc.poll() is None
+    assert d.stop() == 0
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_hung_child_is_logged_without_watchdog(daemon, monkeypatch, role):
+    """Without systemd's watchdog the parent only says which child is
+    silent (after SMTPVAULT_TEST_HEARTBEAT_MS; 30 s by default), once, and
+    that it answers again; it stops nothing."""
+    d = daemon(start=False)
+    start_with_env(d, monkeypatch, {"SMTPVAULT_TEST_HEARTBEAT_MS": str(HANG_LIMIT_MS)})
+    pid = d.pids()[role]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        m = d.wait_log(rf"event=child_unresponsive process={role} silent_ms=(\d+) "
+                       r"action=none", timeout=HANG_TIMEOUT)
+        assert int(m.group(1)) > HANG_LIMIT_MS
+        time.sleep(2 * HANG_LIMIT_MS / 1000)
+        assert d.log().count("event=child_unresponsive") == 1, d.log()
+        assert d.proc.poll() is None, "the daemon must not exit by itself"
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    d.wait_log(rf"event=child_responsive process={role} silent_ms=\d+ action=none",
+               timeout=HANG_TIMEOUT)
+    assert d.proc.poll() is None
+    assert d.stop() == 0
+
+
+def test_no_heartbeat_line_when_all_answer(daemon, monkeypatch):
+    """Children that answer are never called silent, even with a short limit."""
+    d = daemon(start=False)
+    start_with_env(d, monkeypatch, {"SMTPVAULT_TEST_HEARTBEAT_MS": "200"})
+    time.sleep(1.5)
+    assert "child_unresponsive" not in d.log()
+    assert d.stop() == 0
 
 
 # ---- logrotate ---------------------------------------------------------------

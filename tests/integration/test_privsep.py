@@ -283,3 +283,106 @@ def test_wrong_key_is_one_line_and_status_1(daemon):
     assert [line for line in err.splitlines() if line.strip()] == [
         f"smtpvault: cannot decrypt vault {d.vault}: wrong passphrase or key, "
         "or the file is damaged"], err
+
+
+# ---- Landlock: the front end and the admin process read only what they must ----
+
+def landlock_abi():
+    """The kernel's Landlock ABI, 0 without Landlock (the version query of
+    landlock_create_ruleset, x86-64 and arm64 number 444)."""
+    libc = __import__("ctypes").CDLL(None, use_errno=True)
+    abi = libc.syscall(444, None, 0, 1)
+    return abi if abi > 0 else 0
+
+
+def wait_reloaded(d, n):
+    """Wait for the parent's n-th "event=reload" line (done or kept)."""
+    deadline = time.monotonic() + 5
+    while len(re.findall(r"event=reload config=", d.log())) < n:
+        assert time.monotonic() < deadline, d.log()
+        time.sleep(0.05)
+
+
+def lan_starttls_send(d, pki):
+    import smtplib
+    import ssl
+    s = d.smtp()
+    try:
+        s.ehlo("lan.test")
+        s.starttls(context=ssl.create_default_context(cafile=pki.ca))
+        s.ehlo("lan.test")
+        assert s.sendmail(DEFAULT_ACCOUNT, ["rcpt@example.net"], b"Subject: t\r\n\r\nx\r\n") == {}
+    finally:
+        s.quit()
+
+
+def test_landlock_jails_smtp_and_admin(daemon):
+    """Each of the two processes that parse hostile input says once that its
+    jail is on (or that the kernel has none); the keeper, relay and parent
+    have none."""
+    d = daemon()
+    abi = landlock_abi()
+    for role in ("smtp", "admin"):
+        if abi:
+            d.wait_log(rf"event=sandbox process={role} landlock=on abi={abi} paths=\d+")
+        else:
+            d.wait_log(rf"event=sandbox process={role} landlock=unavailable")
+        assert len(re.findall(rf"event=sandbox process={role} landlock=", d.log())) == 1
+    assert not re.search(r"process=(keeper|relay|parent) landlock=", d.log()), d.log()
+
+
+def test_reload_naming_tls_files_outside_the_jail_keeps_old_config(daemon, gmail, pki,
+                                                                  tmp_path):
+    """A SIGHUP whose configuration moves [smtp] tls_cert and tls_key to a new
+    directory is refused by the front end (the old configuration and
+    certificate stay; new paths take a restart), and the daemon serves on;
+    a SIGHUP with the paths unchanged works."""
+    if not landlock_abi():
+        pytest.skip("no Landlock in this kernel")
+    d = daemon(smtp={"tls_cert": pki.good.cert, "tls_key": pki.good.key})
+    d.wait_log(r"event=sandbox process=smtp landlock=on")
+    d.proc.send_signal(signal.SIGHUP)
+    wait_reloaded(d, 1)
+    assert "result=kept_old_config" not in d.log(), d.log()
+    moved = tmp_path / "newpki"
+    moved.mkdir()
+    cert, key = moved / "lan.pem", moved / "lan.key"
+    cert.write_bytes(open(pki.good.cert, "rb").read())
+    key.write_bytes(open(pki.good.key, "rb").read())
+    d.write_config(smtp={"tls_cert": str(cert), "tls_key": str(key)})
+    d.proc.send_signal(signal.SIGHUP)
+    d.wait_log(r"event=reload process=smtp error=\"\[smtp\] tls_cert " + re.escape(str(cert)) +
+               r" is outside the process's Landlock jail; a new path takes a restart\" "
+               r"action=keep_old_config")
+    wait_reloaded(d, 2)
+    assert "result=kept_old_config" in d.log(), d.log()
+    lan_starttls_send(d, pki)
+    assert d.proc.poll() is None
+
+
+def test_front_end_cannot_open_the_vault_key(daemon, gmail, pki):
+    """The proof from inside the running front end: its TLS key lies beside
+    the vault and its key file, so its jail allows that one file (inode),
+    not the directory. Replace it by a hard link to the vault key file (same
+    path, the key's inode) and SIGHUP: the front end's open() of it fails
+    with EACCES (without the jail it would open it and fail to parse a PEM
+    key), it keeps its old certificate and serves on."""
+    if not landlock_abi():
+        pytest.skip("no Landlock in this kernel")
+    d = daemon(start=False)
+    cert, key = os.path.join(d.tmp, "lan.pem"), os.path.join(d.tmp, "lan.key")
+    for src, dst in ((pki.good.cert, cert), (pki.good.key, key)):
+        with open(src, "rb") as f, open(dst, "wb") as g:
+            g.write(f.read())
+    d.write_config(smtp={"tls_cert": cert, "tls_key": key})
+    d.start()
+    d.wait_log(r"event=sandbox process=smtp landlock=on")
+    assert re.search(r"process=smtp landlock_file=\"" + re.escape(key), d.log()), d.log()
+    os.unlink(key)
+    os.link(d.key_file, key)
+    d.proc.send_signal(signal.SIGHUP)
+    m = d.wait_log(r"event=reload error=\"\[smtp\] tls_cert [^\"]*Permission denied\" "
+                   r"action=keep_old_tls")
+    assert "PEM" not in m.group(0), m.group(0)
+    lan_starttls_send(d, pki)
+    assert d.proc.poll() is None
