@@ -39,6 +39,10 @@ static const char *const sandbox_keeper_calls[] = {
 	/* signals, threads' locks, the end */
 	"rt_sigreturn", "rt_sigprocmask", "rt_sigaction", "sigaltstack", "futex",
 	"sched_yield", "prlimit64", "getrlimit", "exit", "exit_group",
+	/* glibc's qsort() asks for the machine's memory (sysconf(_SC_PHYS_PAGES))
+	 * the first time it sorts 1 KiB or more: the vault's names once a vault
+	 * grows past ~128 of them (vault_payload.c) */
+	"sysinfo",
 	/* the login checker's thread (keeper_verify.c): a new thread sets these
 	 * up (ASan's runtime asks for its stack with pthread_getattr_np, which
 	 * reads the affinity); clone() itself only for threads
@@ -302,6 +306,8 @@ static const char *const sandbox_base_calls[] = {
 	"rt_sigreturn", "rt_sigprocmask", "rt_sigaction", "sigaltstack", "restart_syscall",
 	"futex", "sched_yield", "prlimit64", "getrlimit", "set_robust_list", "rseq",
 	"exit", "exit_group",
+	/* glibc's qsort() of 1 KiB or more reads the machine's memory size once */
+	"sysinfo",
 };
 #define SANDBOX_N(list)	(sizeof(list) / sizeof((list)[0]))
 
@@ -334,6 +340,9 @@ static const char *const sandbox_relay_calls[] = {
 	"rename", "renameat", "renameat2", "unlink", "unlinkat", "mkdir", "mkdirat", "link",
 	"linkat", "fsync", "fdatasync", "syncfs", "flock", "fchmod", "fchmodat", "pread64",
 	"pwrite64", "getdents", "statfs", "fstatfs", "pipe2", "eventfd2",
+	/* root's files go to the spool's owner (spool.c adopt(), as root with
+	 * SMTPVAULT_ALLOW_ROOT=1 only) */
+	"fchown", "fchownat",
 };
 static const int sandbox_relay_families[] = { AF_UNIX, AF_INET, AF_INET6 };
 
@@ -363,8 +372,8 @@ static const struct sandbox_policy sandbox_smtp_policy = {
  * renames or links, no bind or listen after the filter.
  */
 static const char *const sandbox_admin_calls[] = {
-	"connect", "sendmmsg", "recvmmsg", "fadvise64", "pread64", "sysinfo", "pipe2",
-	"eventfd2", "getdents",
+	"connect", "sendmmsg", "recvmmsg", "fadvise64", "pread64", "pipe2", "eventfd2",
+	"getdents",
 };
 static const struct sandbox_policy sandbox_admin_policy = {
 	"admin", SANDBOX_BASE, { sandbox_smtp_calls, sandbox_admin_calls },

@@ -386,3 +386,30 @@ def test_front_end_cannot_open_the_vault_key(daemon, gmail, pki):
     assert "PEM" not in m.group(0), m.group(0)
     lan_starttls_send(d, pki)
     assert d.proc.poll() is None
+
+
+def test_keeper_survives_a_vault_grown_past_128_names(daemon, gmail):
+    """glibc's qsort() asks sysinfo() for the machine's memory the first
+    time it sorts 1 KiB or more: the keeper, started with one account, sorts
+    the vault's names (8 bytes each) when it re-reads a vault the CLI grew
+    past 128 of them. Its filter must allow it: the daemon lives on, relays
+    mail, and knows the new accounts."""
+    d = daemon()
+    added = []
+    for i in range(9):
+        acct = Account(f"grow{i}@example.com",
+                       aliases=[f"grow{i}.alias{j}@example.com" for j in range(16)])
+        d.add_account(acct)
+        added.append(acct.address)
+    # 1 + 9 * 17 = 154 names; the keeper polls the vault every second.
+    time.sleep(2.5)
+    assert d.proc.poll() is None, d.log()
+    assert "event=child_exited" not in d.log(), d.log()
+    before = len(gmail.delivered)
+    s = d.smtp()
+    s.sendmail(DEFAULT_ACCOUNT, ["bob@example.org"], b"Subject: old\r\n\r\nold\r\n")
+    s.sendmail(added[-1], ["bob@example.org"], b"Subject: new\r\n\r\nnew\r\n")
+    s.quit()
+    assert len(gmail.delivered) == before + 2
+    assert d.proc.poll() is None, d.log()
+    assert "event=child_exited" not in d.log(), d.log()

@@ -27,6 +27,7 @@
 #include <string.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
+#include <sys/sysinfo.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -61,7 +62,7 @@ under_valgrind(void)
 }
 
 enum probe { PROBE_FILES, PROBE_SOCKET, PROBE_EXEC, PROBE_PTRACE, PROBE_OPEN, PROBE_BIND,
-	PROBE_NETLINK, PROBE_THREAD, PROBE_FORK };
+	PROBE_NETLINK, PROBE_THREAD, PROBE_FORK, PROBE_SYSINFO, PROBE_FCHOWN };
 
 static void *
 probe_thread(void *arg)
@@ -73,9 +74,10 @@ static int
 run(int (*install)(char *, size_t), enum probe p)
 {
 	char err[ERRLEN], *const argv[] = { "/bin/true", NULL }, *const envp[] = { NULL };
-	static int token;
+	static int token, token_fd = -1;
 	struct sockaddr_in sin;
 	struct timespec ts;
+	struct sysinfo si;
 	pthread_t t;
 	void *ret;
 	int st, fd;
@@ -84,6 +86,8 @@ run(int (*install)(char *, size_t), enum probe p)
 	if (under_valgrind())
 		skip();
 	unsetenv(SANDBOX_DISABLE_ENV);
+	if (p == PROBE_FCHOWN && (token_fd = open("/dev/null", O_RDONLY)) == -1)
+		fail_msg("open /dev/null: %s", strerror(errno));
 	pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
@@ -130,10 +134,21 @@ run(int (*install)(char *, size_t), enum probe p)
 			if ((pid = fork()) == 0)
 				_exit(CHILD_OK);
 			_exit(pid > 0 ? CHILD_OK : CHILD_FAILED);
+		case PROBE_SYSINFO:
+			/* What glibc's qsort() calls the first time it sorts 1 KiB. */
+			_exit(sysinfo(&si) == 0 ? CHILD_OK : CHILD_FAILED);
+		case PROBE_FCHOWN:
+			/* Opened before the filter (the relay's spool files are). */
+			_exit(fchown(token_fd, (uid_t)-1, (gid_t)-1) == 0 ? CHILD_OK :
+			    CHILD_FAILED);
 		}
 		_exit(CHILD_FAILED);
 	}
 	assert_int_equal(waitpid(pid, &st, 0), pid);
+	if (token_fd != -1) {
+		close(token_fd);
+		token_fd = -1;
+	}
 	return st;
 }
 
@@ -259,6 +274,30 @@ test_admin_connects_but_binds_nothing(void **state)
 	assert_killed(run(sandbox_admin, PROBE_PTRACE));
 }
 
+/*
+ * glibc's qsort() calls sysinfo() the first time it sorts 1 KiB or more: the
+ * keeper re-reading a vault that grew past ~128 names did, and was killed.
+ * Every process may ask.
+ */
+static void
+test_every_process_may_call_sysinfo(void **state)
+{
+	int (*const install[])(char *, size_t) = { sandbox_keeper, sandbox_parent,
+	    sandbox_relay, sandbox_smtp, sandbox_admin, sandbox_network };
+	size_t i;
+
+	for (i = 0; i < sizeof(install) / sizeof(install[0]); i++)
+		assert_exited(run(install[i], PROBE_SYSINFO), CHILD_OK);
+}
+
+/* Run as root (SMTPVAULT_ALLOW_ROOT=1), the relay hands the spool files it
+ * makes to the spool's owner. */
+static void
+test_relay_may_chown_its_files(void **state)
+{
+	assert_exited(run(sandbox_relay, PROBE_FCHOWN), CHILD_OK);
+}
+
 int
 main(void)
 {
@@ -272,6 +311,8 @@ main(void)
 		cmocka_unit_test(test_relay_connects_but_runs_nothing),
 		cmocka_unit_test(test_keeper_starts_threads_not_processes),
 		cmocka_unit_test(test_admin_connects_but_binds_nothing),
+		cmocka_unit_test(test_every_process_may_call_sysinfo),
+		cmocka_unit_test(test_relay_may_chown_its_files),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
