@@ -26,6 +26,11 @@
 #define CONFIG_MAX_CLIENTS	256
 #define CONFIG_MAX_LIST		64	/* accounts and senders per client */
 #define CONFIG_MAX_RETRY	16
+/* The largest [smtp] max_recipients and max_message_size a configuration
+ * may set: also the bounds of the link between the front end and the relay,
+ * whose two processes may hold different configurations (relay_link.h). */
+#define CONFIG_RECIPIENTS_MAX	10000
+#define CONFIG_MESSAGE_SIZE_MAX	(UINT64_C(1024) * 1024 * 1024)
 /*
  * Longest line, without its "\n" or "\r\n". Debian's inih reads lines into a
  * 200-byte buffer and silently splits longer ones, and a line of 199 bytes

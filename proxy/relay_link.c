@@ -116,7 +116,8 @@ struct relay_link {
 
 	/* The relay side: relay_submit() / relay_cancel() on a relay, or hooks. */
 	struct relay_link_hooks	 hooks;
-	struct relay_link_limits lim;
+	struct relay_link_limits wire;		/* decoding: the wire form's bounds */
+	struct relay_link_limits lim;		/* per message: the current config's */
 	struct rl_entries	 inflight;
 	struct rl_entries	 spare;
 };
@@ -776,6 +777,32 @@ rl_server_cancel_all(struct relay_link *rl)
 	}
 }
 
+/*
+ * The current limits, which the front end may not have applied yet (its
+ * configuration can be older than ours after a SIGHUP): -1 with the reply
+ * the front end gives for them, else 0.
+ */
+static int
+rl_over_limit(struct relay_link *rl, const struct relay_msg *msg, struct relay_result *res)
+{
+	size_t len = evbuffer_get_length(msg->data);
+
+	if (msg->n_rcpts > rl->lim.max_rcpts) {
+		log_warn("event=relay_link_over_limit queue_id=%s client=%s rcpts=%zu "
+		    "max_recipients=%zu", msg->queue_id, msg->client_ip, msg->n_rcpts,
+		    rl->lim.max_rcpts);
+		rl_result_set(res, 452, "4.5.3", "Too many recipients");
+		return -1;
+	}
+	if (len > rl->lim.max_data) {
+		log_warn("event=relay_link_over_limit queue_id=%s client=%s size=%zu max=%llu",
+		    msg->queue_id, msg->client_ip, len, (unsigned long long)rl->lim.max_data);
+		rl_result_set(res, 552, "5.3.4", "Message too big for system");
+		return -1;
+	}
+	return 0;
+}
+
 static void
 rl_server_submit(struct relay_link *rl, const struct ipc_msg *m)
 {
@@ -785,9 +812,14 @@ rl_server_submit(struct relay_link *rl, const struct ipc_msg *m)
 	char why[RL_WHY_MAX];
 	int rc;
 
-	rc = relay_link_decode(m->data, m->len, m->fd, &rl->lim, &msg, why, sizeof(why));
+	rc = relay_link_decode(m->data, m->len, m->fd, &rl->wire, &msg, why, sizeof(why));
 	if (rc == -1) {
 		rl_refuse(rl, m->type, why);
+		return;
+	}
+	if (rc == 0 && rl_over_limit(rl, msg, &res) == -1) {
+		relay_msg_free(msg);
+		rl_send_result(rl, m->id, &res);
 		return;
 	}
 	if (rc == -2 || (e = rl_entry_get(rl, m->id)) == NULL) {
@@ -857,6 +889,9 @@ relay_link_server_set_config(struct relay_link *rl, const struct config *cfg)
 	rl->lim.max_rcpts = (size_t)cfg->max_recipients;
 	rl->lim.max_data = cfg->max_message_size + RELAY_LINK_DATA_SLACK;
 	rl->lim.log_subject = cfg->log_subject;
+	rl->wire.max_rcpts = RELAY_LINK_RCPTS_MAX;
+	rl->wire.max_data = RELAY_LINK_DATA_MAX;
+	rl->wire.log_subject = cfg->log_subject;
 }
 
 struct relay_link *

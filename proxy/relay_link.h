@@ -38,10 +38,17 @@
  *    is answered 451 4.3.0 once and new ones are refused with 451 4.3.0.
  *    The message may still have been queued or delivered: the client
  *    retries, and a duplicate is possible, never a loss;
- *  - the relay side checks every record against the configuration's
- *    bounds ([smtp] max_recipients, max_message_size, string lengths, NUL
- *    bytes, the memfd's seals and size); a record that breaks one is a
- *    protocol error, handled like ipc.h's malformed records.
+ *  - the relay side checks every record against the wire form's fixed
+ *    bounds (the largest max_recipients and max_message_size any
+ *    configuration may set, string lengths, NUL bytes, the memfd's seals
+ *    and size); a record that breaks one is a protocol error, handled like
+ *    ipc.h's malformed records;
+ *  - the relay's current [smtp] max_recipients and max_message_size are a
+ *    per-message answer, never a protocol error: the two processes re-read
+ *    the configuration separately on SIGHUP (and the front end may keep the
+ *    old one), so a message the front end took under larger limits gets
+ *    452 4.5.3 or 552 5.3.4, as the front end would have answered, and the
+ *    link stays up.
  */
 #ifndef SMTPVAULT_RELAY_LINK_H
 #define SMTPVAULT_RELAY_LINK_H
@@ -49,6 +56,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config.h"
 #include "ipc.h"
 #include "relay.h"
 
@@ -128,10 +136,16 @@ void	relay_link_free(struct relay_link *rl);
 
 /* ---- The wire form, for tests and the fuzz harness ---------------------- */
 
-/* Bounds the relay side applies to a SUBMIT. */
+/* The wire form's bounds: a SUBMIT beyond them is malformed. */
+#define RELAY_LINK_RCPTS_MAX	CONFIG_RECIPIENTS_MAX
+#define RELAY_LINK_DATA_MAX	(CONFIG_MESSAGE_SIZE_MAX + RELAY_LINK_DATA_SLACK)
+
+/* Bounds the relay side applies to a SUBMIT: in decoding, the wire form's
+ * (RELAY_LINK_RCPTS_MAX, RELAY_LINK_DATA_MAX); per message, the current
+ * configuration's. */
 struct relay_link_limits {
-	size_t		max_rcpts;	/* [smtp] max_recipients */
-	uint64_t	max_data;	/* [smtp] max_message_size + slack */
+	size_t		max_rcpts;	/* recipients */
+	uint64_t	max_data;	/* bytes of data, our Received: header included */
 	int		log_subject;	/* [audit] log_subject: else Subject is dropped */
 };
 

@@ -463,6 +463,47 @@ test_refused_at_once_is_answered(void **state)
 	t_free(t);
 }
 
+/*
+ * The relay re-read a configuration with lower limits that the front end
+ * has not (or refused): a message between the old and the new limits is
+ * answered as the front end would answer it, and the link stays up.
+ */
+static void
+test_current_limits_are_a_reply(void **state)
+{
+	struct t *t = t_new(0);
+	struct relay_msg *w0, *w1, *w2;
+	struct config lower;
+	size_t max_data;
+
+	lower = t->cfg;
+	lower.max_recipients = 2;
+	lower.max_message_size = 1024;
+	relay_link_server_set_config(t->server, &lower);
+	max_data = 1024 + RELAY_LINK_DATA_SLACK;
+	w0 = submit(t, msg_new(3, 5, 10, 20), 0);
+	w1 = submit(t, msg_new(1, 5, max_data + 1, 21), 1);
+	w2 = submit(t, msg_new(2, 5, max_data, 22), 2);
+	PUMP(t, t->callers[0].calls == 1 && t->callers[1].calls == 1 && t->fake.n == 1);
+	assert_int_equal(t->callers[0].res.code, 452);
+	assert_string_equal(t->callers[0].res.enhanced, "4.5.3");
+	assert_int_equal(t->callers[1].res.code, 552);
+	assert_string_equal(t->callers[1].res.enhanced, "5.3.4");
+	/* The next message at the limits goes through. */
+	assert_msg_equal(w2, t->fake.msgs[0], 1);
+	fake_answer(&t->fake, 0, 250);
+	PUMP(t, t->callers[2].calls == 1);
+	assert_int_equal(t->callers[2].res.code, 250);
+	settle(t);
+	assert_int_equal(t->server_ev, 0);
+	assert_int_equal(t->client_ev, 0);
+	assert_int_equal(relay_link_pending(t->client), 0);
+	relay_msg_free(w0);
+	relay_msg_free(w1);
+	relay_msg_free(w2);
+	t_free(t);
+}
+
 /* ---- Cancel ----------------------------------------------------------------- */
 
 static void
@@ -985,6 +1026,7 @@ main(void)
 		cmocka_unit_test(test_round_trip_at_the_record_limit),
 		cmocka_unit_test(test_subject_dropped_when_not_logged),
 		cmocka_unit_test(test_refused_at_once_is_answered),
+		cmocka_unit_test(test_current_limits_are_a_reply),
 		cmocka_unit_test(test_cancel_reaches_the_relay),
 		cmocka_unit_test(test_late_result_after_cancel_is_dropped),
 		cmocka_unit_test(test_relay_gone_answers_451),
