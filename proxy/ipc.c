@@ -285,6 +285,19 @@ ipc_die(struct ipc *ipc, enum ipc_event ev, const char *why)
 	exit(IPC_EXIT_FATAL);
 }
 
+/*
+ * A peer that closes while records it was sent are still unread makes Linux
+ * fail the next recvmsg() once with ECONNRESET (EPIPE for good measure),
+ * before the records the peer sent and its EOF. That is an ordinary close
+ * (a parent closing a channel while a PING's answer is unread), not a
+ * fault: the caller reads on, and the records then EOF follow.
+ */
+static int
+ipc_peer_reset(int err)
+{
+	return err == ECONNRESET || err == EPIPE;
+}
+
 static void
 ipc_on_read(evutil_socket_t sock, short what, void *arg)
 {
@@ -298,6 +311,13 @@ ipc_on_read(evutil_socket_t sock, short what, void *arg)
 	for (i = 0; i < IPC_RECV_BURST && !ipc->dead && !ipc->free_pending; i++) {
 		n = ipc_recv_record(ipc->fd, ipc->rbuf, sizeof(ipc->rbuf), &fd, &bad,
 		    MSG_DONTWAIT);
+		if (n == -1 && ipc_peer_reset(errno))
+			n = ipc_recv_record(ipc->fd, ipc->rbuf, sizeof(ipc->rbuf), &fd, &bad,
+			    MSG_DONTWAIT);
+		if (n == -1 && ipc_peer_reset(errno)) {
+			ipc_die(ipc, IPC_EV_CLOSED, "peer closed the channel");
+			break;
+		}
 		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
 			break;
 		if (n == -1) {
@@ -497,9 +517,11 @@ ipc_recv_sync(int fd, const struct ipc_rule *rules, size_t n_rules, unsigned cha
 		return -1;
 	}
 	n = ipc_recv_record(fd, buf, buflen, &passed, &bad, 0);
+	if (n == -1 && ipc_peer_reset(errno))
+		n = ipc_recv_record(fd, buf, buflen, &passed, &bad, 0);
 	if (n <= 0) {
-		snprintf(err, errlen, "ipc: %s", n == 0 ? "peer closed the channel" :
-		    strerror(errno));
+		snprintf(err, errlen, "ipc: %s", n == 0 || ipc_peer_reset(errno) ?
+		    "peer closed the channel" : strerror(errno));
 		return -1;
 	}
 	if ((bad & IPC_BAD_CTRUNC) != 0)

@@ -230,6 +230,51 @@ test_channel_round_trip_and_fd(void **state)
 	event_base_free(ls.base);
 }
 
+/*
+ * A peer that closes with records of ours still unread makes Linux fail the
+ * next recvmsg() once with ECONNRESET. That is an ordinary close (a parent
+ * closing a channel while a PING's answer is unread): what the peer sent
+ * before it closed is delivered, then IPC_EV_CLOSED, never IPC_EV_IOERROR;
+ * the same for a synchronous receiver.
+ */
+static void
+test_peer_closing_with_unread_records_is_a_close(void **state)
+{
+	struct loop_state ls;
+	struct ipc *ipc;
+	struct ipc_msg m;
+	unsigned char buf[IPC_MSG_MAX];
+	char err[WHY_MAX];
+	int sv[2];
+
+	memset(&ls, 0, sizeof(ls));
+	assert_int_equal(ipc_socketpair(sv), 0);
+	ls.base = event_base_new();
+	ipc = ipc_new(ls.base, sv[0], "test", rules, N_RULES, loop_recv, loop_event, &ls);
+	assert_non_null(ipc);
+	assert_int_equal(ipc_send_sync(sv[0], T_PING, 1, -1, "mine", 4, err, sizeof(err)), 0);
+	assert_int_equal(ipc_send_sync(sv[1], T_PING, 2, -1, "last", 4, err, sizeof(err)), 0);
+	close(sv[1]);
+	assert_int_equal(event_base_dispatch(ls.base), 0);
+	assert_int_equal(ls.got_ping, 1);
+	assert_int_equal(ls.id, 2);
+	assert_int_equal(ls.closed, IPC_EV_CLOSED);
+	ipc_free(ipc);
+	event_base_free(ls.base);
+
+	assert_int_equal(ipc_socketpair(sv), 0);
+	assert_int_equal(ipc_send_sync(sv[0], T_PING, 1, -1, "mine", 4, err, sizeof(err)), 0);
+	assert_int_equal(ipc_send_sync(sv[1], T_PING, 2, -1, "last", 4, err, sizeof(err)), 0);
+	close(sv[1]);
+	assert_int_equal(ipc_recv_sync(sv[0], rules, N_RULES, buf, sizeof(buf), &m, err,
+	    sizeof(err)), 0);
+	assert_int_equal(m.id, 2);
+	assert_int_equal(ipc_recv_sync(sv[0], rules, N_RULES, buf, sizeof(buf), &m, err,
+	    sizeof(err)), -1);
+	assert_string_equal(err, "ipc: peer closed the channel");
+	close(sv[0]);
+}
+
 static void
 test_send_refuses_oversize(void **state)
 {
@@ -395,6 +440,7 @@ main(void)
 		cmocka_unit_test(test_payload_helpers),
 		cmocka_unit_test(test_channel_round_trip_and_fd),
 		cmocka_unit_test(test_send_refuses_oversize),
+		cmocka_unit_test(test_peer_closing_with_unread_records_is_a_close),
 		cmocka_unit_test(test_child_loop_dies_loudly_on_malformed),
 		cmocka_unit_test(test_child_loop_fuzz),
 	};
