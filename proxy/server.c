@@ -161,10 +161,16 @@ static void
 server_stop(struct server *s)
 {
 	struct timeval tv = { 0, 0 };
+	int r;
 
 	if (s->stopping)
 		return;
 	s->stopping = 1;
+	/* A reload still waited for ends here: no READY=1 after STOPPING=1. */
+	if (s->ev_reload != NULL)
+		evtimer_del(s->ev_reload);
+	for (r = PROC_RELAY; r < PROC_ROLES; r++)
+		s->ch[r].reload_pending = 0;
 	sdnotify_stopping(s->sd);
 	/* The children have their own deadline; this one is for a child that
 	 * hangs anyway. */
@@ -260,7 +266,8 @@ server_reload_done(struct server *s)
 		log_warn("event=reload config=%s result=kept_old_config", s->cli->config_path);
 	else
 		log_info("event=reload config=%s", s->cli->config_path);
-	sdnotify_ready(s->sd);
+	if (!s->stopping)
+		sdnotify_ready(s->sd);
 }
 
 static void

@@ -522,3 +522,20 @@ def test_logrotate_under_a_running_daemon_keeps_the_chain(daemon, gmail, tmp_pat
     rc, out, err = d.cli("audit", "verify", rotated, d.audit)
     assert rc == 0, out + err
     assert "audit log OK" in out
+
+
+def test_no_ready_after_stopping_when_stopped_mid_reload(daemon, fake_systemd, monkeypatch):
+    """SIGTERM while a reload is still waited for: STOPPING=1 is the last
+    state systemd hears; the children's late reload answers and the reload
+    timer send no READY=1 after it, and the stop is clean."""
+    d = daemon(start=False)
+    start_with_env(d, monkeypatch, {"NOTIFY_SOCKET": fake_systemd.path})
+    fake_systemd.expect("READY")
+    d.proc.send_signal(signal.SIGHUP)
+    d.proc.send_signal(signal.SIGTERM)
+    fake_systemd.expect("STOPPING")
+    assert d.proc.wait(conftest.STOP_TIMEOUT) == 0, d.log()
+    fake_systemd.drain(0.3)
+    states = fake_systemd.states()
+    assert "STOPPING" in states
+    assert "READY" not in states[states.index("STOPPING"):], states
