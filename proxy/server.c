@@ -25,6 +25,7 @@
  * (a wrong passphrase in the keeper: 1; a port in use: 2).
  */
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +51,14 @@
 #define SERVER_STOP_SLACK	10	/* seconds on top of the children's drain time */
 #define SERVER_START_GRACE_MS	2000	/* a child that failed to start has this to exit */
 #define SERVER_START_POLL_MS	10
+/*
+ * How long one child may take to say READY. The relay recovers the queue
+ * first (a large spool on a slow disk takes minutes), so this is far longer
+ * than IPC_SYNC_TIMEOUT_MS; the keeper's unlock keeps that shorter bound
+ * (keeper.c). The whole start stays within systemd's TimeoutStartSec=
+ * (deploy/systemd/smtpvault.service: 16 min, this plus the unlock's minute).
+ */
+#define SERVER_START_SECONDS	(15 * 60)
 
 struct child {
 	pid_t		 pid;		/* 0: not running */
@@ -436,10 +445,33 @@ server_ipc_event(struct ipc *ipc, enum ipc_event ev, const char *why, void *arg)
 
 /* ---- Starting -------------------------------------------------------------------- */
 
-/* Stop whatever started, in order, without an event loop (start-up failed). */
+/* Reap pid, waiting until deadline_ms (heartbeat_now_ms()) at most; a child
+ * still there then is killed. Without an event loop. */
+static void
+server_reap_by(pid_t pid, int *st, uint64_t deadline_ms)
+{
+	struct timespec nap = { 0, SERVER_START_POLL_MS * 1000000L };
+	pid_t r;
+
+	while ((r = waitpid(pid, st, WNOHANG)) == 0 || (r == -1 && errno == EINTR)) {
+		if (r == 0 && heartbeat_now_ms() >= deadline_ms) {
+			(void)kill(pid, SIGKILL);
+			while (waitpid(pid, st, 0) == -1 && errno == EINTR)
+				;
+			return;
+		}
+		nanosleep(&nap, NULL);
+	}
+}
+
+/* Stop whatever started, in order, without an event loop (start-up failed,
+ * or the loop ended): the children get the drain time of a stop, then
+ * SIGKILL, so that a hung child cannot hang the parent. */
 static void
 server_abort(struct server *s)
 {
+	uint64_t deadline = heartbeat_now_ms() +
+	    (uint64_t)(proc_drain_seconds(&s->cli->cfg) + SERVER_STOP_SLACK) * 1000;
 	size_t i;
 	int st, k;
 
@@ -451,8 +483,7 @@ server_abort(struct server *s)
 			if (c->pid == 0)
 				continue;
 			server_stop_child(s, r);
-			while (waitpid(c->pid, &st, 0) == -1 && errno == EINTR)
-				;
+			server_reap_by(c->pid, &st, deadline);
 			c->pid = 0;
 			server_close_channel(c);
 		}
@@ -464,19 +495,32 @@ server_abort(struct server *s)
 static void
 server_wait_start_failure(pid_t pid, int *st)
 {
-	struct timespec nap = { 0, SERVER_START_POLL_MS * 1000000L };
-	int waited = 0;
-	pid_t r;
+	server_reap_by(pid, st, heartbeat_now_ms() + SERVER_START_GRACE_MS);
+}
 
-	while ((r = waitpid(pid, st, WNOHANG)) == 0 || (r == -1 && errno == EINTR)) {
-		if (r == 0 && waited >= SERVER_START_GRACE_MS) {
-			(void)kill(pid, SIGKILL);
-			while (waitpid(pid, st, 0) == -1 && errno == EINTR)
-				;
-			return;
+/* Wait until the child's channel is readable (its READY, or its end), for
+ * SERVER_START_SECONDS at most. 0, or -1 with err. */
+static int
+server_wait_ready(int fd, char *err, size_t errlen)
+{
+	uint64_t deadline = heartbeat_now_ms() + (uint64_t)SERVER_START_SECONDS * 1000, now;
+	struct pollfd pfd;
+	int rc;
+
+	pfd.fd = fd;
+	pfd.events = POLLIN;
+	for (;;) {
+		if ((now = heartbeat_now_ms()) >= deadline) {
+			snprintf(err, errlen, "no READY within %d s", SERVER_START_SECONDS);
+			return -1;
 		}
-		nanosleep(&nap, NULL);
-		waited += SERVER_START_POLL_MS;
+		rc = poll(&pfd, 1, (int)(deadline - now));
+		if (rc > 0)
+			return 0;
+		if (rc == -1 && errno != EINTR) {
+			snprintf(err, errlen, "poll: %s", strerror(errno));
+			return -1;
+		}
 	}
 }
 
@@ -489,7 +533,7 @@ static int
 server_fork(struct server *s, struct proc_env *env, int (*main_fn)(struct proc_env *))
 {
 	struct child *c = &s->ch[env->role];
-	unsigned char *buf;
+	unsigned char *buf = NULL;
 	struct ipc_msg m;
 	char err[256];
 	int sv[2], st;
@@ -518,7 +562,12 @@ server_fork(struct server *s, struct proc_env *env, int (*main_fn)(struct proc_e
 	env->parent_fd = -1;
 	c->pid = pid;
 	c->fd = sv[0];
-	if ((buf = malloc(IPC_MSG_MAX)) != NULL &&
+	/* Readable first: the READY may take far longer than a sync call's
+	 * IPC_SYNC_TIMEOUT_MS (the relay's queue recovery). */
+	if (server_wait_ready(c->fd, err, sizeof(err)) == -1)
+		log_err("event=start process=%s error=\"%s\" action=kill",
+		    proc_role_name(env->role), err);
+	else if ((buf = malloc(IPC_MSG_MAX)) != NULL &&
 	    ipc_recv_sync(c->fd, server_rules_ready, 1, buf, IPC_MSG_MAX, &m, err,
 	    sizeof(err)) == 0) {
 		free(buf);
