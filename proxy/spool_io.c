@@ -2,10 +2,15 @@
  * spool_io.c: the spool's I/O thread and its group commit (see spool_io.h).
  *
  * One worker thread takes everything submitted so far as a batch. New
- * messages of the batch are written and fsync'd one by one, then share a
- * single fsync of queue/. Then the audit events of the whole batch, the new
- * messages' first, go to the log as one append (one write and one fdatasync
- * in the keeper, audit_append_many()), and the new messages are answered.
+ * messages of the batch are written to temporary files and made durable
+ * (one fsync each, or one syncfs() for them all). Then the audit events of
+ * the whole batch, the new messages' first, go to the log as one append
+ * (one write and one fdatasync in the keeper, audit_append_many()). Only a
+ * new message whose "queued" event is durable is renamed into place; its
+ * names share a single fsync of queue/, and then it is answered. So a
+ * failed or interrupted append (the keeper gone, its link timed out, which
+ * ends this process) leaves nothing but temporary files, which start-up
+ * discards: no message is ever kept, and delivered, without its event.
  * The other operations come after, and every directory they touched is
  * fsync'd once at the end.
  * No timer is needed to form batches: under load, the sessions that arrive
@@ -104,8 +109,7 @@ op_error(struct spool_io_op *op, int error, const char *what)
 
 /* Append n events at once; the ops whose event did not make it fail. */
 static void
-audit_flush(struct spool_io *io, struct spool_io_op **ops, json_t **events, size_t n,
-    int *resync)
+audit_flush(struct spool_io *io, struct spool_io_op **ops, json_t **events, size_t n)
 {
 	char err[512];
 	size_t written, i;
@@ -118,19 +122,18 @@ audit_flush(struct spool_io *io, struct spool_io_op **ops, json_t **events, size
 		log_err("event=audit_failed queue_id=%s error=\"%s\"", ops[i]->id, err);
 		if (ops[i]->kind != SPOOL_IO_CREATE)
 			continue;
-		/* Nothing is accepted unrecorded. */
+		/* Nothing is accepted unrecorded: its file was never published. */
 		op_error(ops[i], EIO, "cannot write the audit log");
-		if (spool_remove(io->sp, SPOOL_QUEUE, ops[i]->id) == 0)
-			*resync = 1;
+		spool_discard(io->sp, ops[i]->id);
 	}
 }
 
 /*
  * The events of a batch in as few appends as possible (AUDIT_BATCH_MAX
- * each): those of the new messages that are on disk, then those of the
- * other operations, each of which is carried out after its event. A new
- * message whose event could not be written is removed again; the other
- * operations go ahead and report audit_failed.
+ * each): those of the new messages whose temporary files are durable, then
+ * those of the other operations, each of which is carried out after its
+ * event. A new message whose event could not be written loses its
+ * temporary file; the other operations go ahead and report audit_failed.
  */
 static void
 batch_audit(struct spool_io *io, struct op_list *creates, struct op_list *others,
@@ -141,7 +144,6 @@ batch_audit(struct spool_io *io, struct op_list *creates, struct op_list *others
 	struct op_list *lists[2] = { creates, others };
 	uint64_t t0 = mono_ns();
 	size_t n = 0, l;
-	int resync = 0;
 
 	if (io->batch_audit == NULL)
 		return;
@@ -152,15 +154,13 @@ batch_audit(struct spool_io *io, struct op_list *creates, struct op_list *others
 			ops[n] = op;
 			events[n++] = op->event;
 			if (n == AUDIT_BATCH_MAX) {
-				audit_flush(io, ops, events, n, &resync);
+				audit_flush(io, ops, events, n);
 				n = 0;
 			}
 		}
 	}
-	audit_flush(io, ops, events, n, &resync);
+	audit_flush(io, ops, events, n);
 	st->ns_audit += mono_ns() - t0;
-	if (resync)
-		(void)spool_sync(io->sp, SPOOL_QUEUE);
 }
 
 /* Hand finished ops to the loop. */
@@ -181,14 +181,15 @@ publish(struct spool_io *io, struct op_list *done)
 }
 
 /*
- * New messages: files, one directory sync, events. A large batch can be
+ * New messages, first half: durable temporary files. A large batch can be
  * made durable with one syncfs() instead of one fsync() per file: the files
- * are written, the filesystem flushed, and only then renamed into place (so
- * a name never points to data that is not on disk), and the directory is
- * fsync'd once. syncfs() also flushes whatever else is dirty on that
- * filesystem, so which way is cheaper depends on the neighbours: the thread
- * keeps the recent cost per message of both ways, uses the cheaper one, and
- * tries the other now and then. Small batches always fsync per file.
+ * are written and the filesystem flushed. syncfs() also flushes whatever
+ * else is dirty on that filesystem, so which way is cheaper depends on the
+ * neighbours: the thread keeps the recent cost per message of both ways,
+ * uses the cheaper one, and tries the other now and then. Small batches
+ * always fsync per file. Either way no name points to data that is not on
+ * disk: the files are renamed into place only after their events
+ * (batch_creates_publish).
  */
 static int
 choose_syncfs(struct spool_io *io, size_t n)
@@ -217,12 +218,12 @@ cost_update(uint64_t *avg, uint64_t total_ns, size_t n)
 }
 
 static void
-batch_creates(struct spool_io *io, struct op_list *ops, struct spool_io_stats *st)
+batch_creates_write(struct spool_io *io, struct op_list *ops, struct spool_io_stats *st)
 {
 	struct spool_io_op *op;
 	uint64_t t0 = mono_ns();
 	size_t n = 0;
-	int written = 0, saved, rc, defer;
+	int written = 0, saved, defer;
 
 	TAILQ_FOREACH(op, ops, entry)
 		n++;
@@ -243,38 +244,83 @@ batch_creates(struct spool_io *io, struct op_list *ops, struct spool_io_stats *s
 			op_error(op, saved, "cannot sync the spool");
 			spool_discard(io->sp, op->id);
 		}
-		written = 0;
 	}
 	if (defer)
 		st->syncfs++;
+	t0 = mono_ns() - t0;
+	st->ns_files += t0;
+	cost_update(defer ? &io->cost_syncfs : &io->cost_fsync, t0, n);
+}
+
+/*
+ * A new message whose "queued" event is durable but whose file could not be
+ * published: the client gets no 250, and the log says so with a second
+ * event, "rejected", carrying the error (best effort: when it cannot be
+ * written either, the error log line stays).
+ */
+static void
+audit_unqueue(struct spool_io *io, struct spool_io_op *op)
+{
+	char err[512], reply[SPOOL_IO_ERR_MAX + 32];
+	json_t *ev;
+	int rc = -1;
+
+	log_err("event=spool_failed queue_id=%s error=\"%s\" note=\"its queued event is in "
+	    "the audit log; the message was refused\"", op->id, op->errtext);
+	if (io->batch_audit == NULL || op->event == NULL)
+		return;
+	snprintf(reply, sizeof(reply), "451 4.3.0 %s", op->errtext);
+	if ((ev = json_deep_copy(op->event)) == NULL ||
+	    json_object_set_new(ev, "status",
+	    json_string(audit_status_name(AUDIT_STATUS_REJECTED))) == -1 ||
+	    json_object_set_new(ev, "upstream_reply", json_string(reply)) == -1)
+		snprintf(err, sizeof(err), "out of memory");
+	else
+		rc = audit_append(io->batch_audit, ev, err, sizeof(err));
+	if (rc == -1)
+		log_err("event=audit_failed queue_id=%s error=\"%s\"", op->id, err);
+	json_decref(ev);
+}
+
+/*
+ * New messages, second half, once their events are durable: rename each
+ * into place and fsync queue/ once for all of them.
+ */
+static void
+batch_creates_publish(struct spool_io *io, struct op_list *ops, struct spool_io_stats *st)
+{
+	struct spool_io_op *op;
+	uint64_t t0 = mono_ns();
+	int renamed = 0, saved, rc;
+
 	TAILQ_FOREACH(op, ops, entry) {
 		if (op->error != 0)
 			continue;
 		if (spool_commit(io->sp, op->id) == -1) {
 			op_error(op, errno, "cannot rename the spool file");
 			spool_discard(io->sp, op->id);
-			written--;
+			audit_unqueue(io, op);
+		} else {
+			renamed++;
 		}
 	}
-	t0 = mono_ns() - t0;
-	st->ns_files += t0;
-	cost_update(defer ? &io->cost_syncfs : &io->cost_fsync, t0, n);
-	if (written <= 0)
+	st->ns_files += mono_ns() - t0;
+	if (renamed == 0)
 		return;
 	st->dir_syncs++;
 	t0 = mono_ns();
 	rc = spool_sync(io->sp, SPOOL_QUEUE);
 	st->ns_dir_syncs += mono_ns() - t0;
-	if (rc == -1) {
-		/* Whether the names are durable is unknown: take them back. */
-		saved = errno;
-		TAILQ_FOREACH(op, ops, entry) {
-			if (op->error != 0)
-				continue;
-			op_error(op, saved, "cannot sync the spool directory");
-			(void)spool_remove(io->sp, SPOOL_QUEUE, op->id);
-		}
+	if (rc == 0)
 		return;
+	/* Whether the names are durable is unknown: take them back. */
+	saved = errno;
+	TAILQ_FOREACH(op, ops, entry) {
+		if (op->error != 0)
+			continue;
+		op_error(op, saved, "cannot sync the spool directory");
+		(void)spool_remove(io->sp, SPOOL_QUEUE, op->id);
+		audit_unqueue(io, op);
 	}
 }
 
@@ -348,8 +394,10 @@ batch_run(struct spool_io *io, struct op_list *batch)
 	}
 	st.batches = 1;
 	if (!TAILQ_EMPTY(&creates))
-		batch_creates(io, &creates, &st);
+		batch_creates_write(io, &creates, &st);
 	batch_audit(io, &creates, &others, &st);
+	if (!TAILQ_EMPTY(&creates))
+		batch_creates_publish(io, &creates, &st);
 	publish(io, &creates);
 	TAILQ_FOREACH(op, &others, entry)
 		run_one(io, op, touched, &st);

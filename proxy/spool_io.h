@@ -12,9 +12,13 @@
  * the bookkeeping of deliveries.
  *
  * For a CREATE the client's 250 may only follow once done() reports success:
- * the message file is fsync'd, renamed, its directory fsync'd, and its
- * "queued" event fsync'd in the audit log. When the event cannot be written
- * the file is removed again and the op fails.
+ * the message is written to a temporary file and fsync'd, its "queued"
+ * event fsync'd in the audit log, and only then is the file renamed into
+ * place and its directory fsync'd. When the event cannot be written (or
+ * this process ends while it is being written) only the temporary file is
+ * left, which start-up discards: no message is kept without its event.
+ * When the rename or the directory's fsync fails after the event, the op
+ * fails and a "rejected" event follows the "queued" one.
  *
  * done() runs on the event loop thread, in completion order. The op stays
  * the caller's: free it with spool_io_op_free() (in done() or later).
@@ -37,7 +41,7 @@ struct audit;
 #define SPOOL_IO_ERR_MAX	256
 
 enum spool_io_kind {
-	SPOOL_IO_CREATE,	/* write queue/ID, sync, then the event */
+	SPOOL_IO_CREATE,	/* write and sync a temporary file, the event, publish queue/ID */
 	SPOOL_IO_STATE,		/* the event, then replace area/ID.st with text */
 	SPOOL_IO_REMOVE,	/* the event, then remove area/ID */
 	SPOOL_IO_FAIL,		/* the event, state text into queue/, move to failed/ */

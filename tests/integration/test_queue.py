@@ -541,7 +541,16 @@ def test_disk_faults_never_get_a_250(daemon, gmail, fault_shim, tmp_path, fault,
         assert got == code and text.startswith(enhanced), (fault, got, text)
     ctl.write_text("")
     assert [f for f in spool_files(d)] == []
-    assert [e for e in audit_events(d) if e["status"] == "queued"] == []
+    queued = [e for e in audit_events(d) if e["status"] == "queued"]
+    if fault.startswith("dirfsync"):
+        # The directory is synced after the "queued" event (a message file is
+        # published only once its event is durable): a second event records
+        # that the message was refused after all.
+        for e in queued:
+            assert [x["status"] for x in audit_events(d, e["queue_id"])] == \
+                ["queued", "rejected"], audit_events(d, e["queue_id"])
+    else:
+        assert queued == []
     send_ok(d, "after-fault@test.lan")
     wait_delivered(gmail, "after-fault@test.lan")
     assert delivered_ids(gmail) == ["after-fault@test.lan"]
@@ -684,3 +693,48 @@ def test_kill9_loop_loses_nothing_and_duplicates_at_most_once(daemon, gmail, cap
     assert missing == []
     assert all(c <= 2 for c in counts.values()), dups
     wait_for(lambda: spool_files(d) == [], timeout=WAIT, what="an empty spool")
+
+
+# ---- the keeper dies while it records a batch -----------------------------
+
+def test_keeper_dying_during_the_queued_append_leaves_nothing_to_deliver(
+        daemon, gmail, fault_shim, tmp_path):
+    """The keeper is SIGKILLed while it makes a new message's "queued" event
+    durable (its fdatasync of the audit log held up by the shim). The relay's
+    link to it dies and the daemon ends; the client never got a 250. The
+    message existed only as a temporary file (published after its event),
+    so after the restart nothing is left in queue/ and nothing is delivered:
+    no copy arrives besides the one the client sends again."""
+    d, ctl = faulty_daemon(daemon, fault_shim, tmp_path, lambda d: d.audit)
+    keeper = d.pids()["keeper"]
+    size = os.path.getsize(d.audit) if os.path.exists(d.audit) else 0
+    ctl.write_text("fsync EIO 10000")
+    reply = {}
+
+    def client():
+        try:
+            reply["r"] = send(d, "keeper-dies-1@test.lan")
+        except (OSError, smtplib.SMTPException) as e:
+            reply["r"] = e
+    t = threading.Thread(target=client, daemon=True)
+    t.start()
+    # The event is written; its fdatasync sleeps in the shim.
+    wait_for(lambda: os.path.exists(d.audit) and os.path.getsize(d.audit) > size,
+             what="the queued event being written")
+    time.sleep(0.2)
+    os.kill(keeper, signal.SIGKILL)
+    d.proc.wait(timeout=WAIT)
+    t.join(WAIT)
+    assert "r" in reply and not (isinstance(reply["r"], tuple) and reply["r"][0] == 250), \
+        reply
+    # Only the unpublished temporary file may be left, never queue/ID.
+    assert [f for f in spool_files(d) if not f.endswith(".tmp")] == [], spool_files(d)
+    ctl.write_text("")
+    d.start()
+    d.wait_log(r"event=queue_recovered .*messages=0 ", timeout=WAIT)
+    assert spool_files(d) == []
+    time.sleep(2)
+    assert gmail.messages == []
+    send_ok(d, "keeper-dies-2@test.lan")
+    wait_delivered(gmail, "keeper-dies-2@test.lan")
+    assert delivered_ids(gmail) == ["keeper-dies-2@test.lan"]
