@@ -9,6 +9,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -119,6 +120,21 @@ proc_close_foreign(const struct proc_env *env)
 		close(fds[i]);
 }
 
+/* No child reads stdin: a terminal there stays with the parent (and the
+ * keeper, which may prompt for the passphrase on it). */
+static void
+proc_stdin_null(const struct proc_env *env)
+{
+	int fd;
+
+	if ((fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) == -1 ||
+	    dup2(fd, STDIN_FILENO) == -1)
+		fatal("event=start process=%s error=\"cannot open /dev/null as stdin: %s\"",
+		    proc_role_name(env->role), strerror(errno));
+	if (fd != STDIN_FILENO)
+		close(fd);
+}
+
 /* The kernel kills this child when its parent dies; a parent that died
  * before that was set leaves an orphan that goes now. */
 static void
@@ -144,6 +160,7 @@ proc_child_init(struct proc_env *env)
 	name[PROC_NAME_MAX - 1] = '\0';
 	(void)prctl(PR_SET_NAME, name, 0, 0, 0);
 	proc_close_foreign(env);
+	proc_stdin_null(env);
 	proc_die_with_parent(env);
 	signal(SIGINT, SIG_IGN);
 	signal(SIGPIPE, SIG_IGN);

@@ -25,6 +25,7 @@
  * (a wrong passphrase in the keeper: 1; a port in use: 2).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -734,6 +735,33 @@ server_free(struct server *s)
 		event_base_free(s->base);
 }
 
+/*
+ * fds 0, 1 and 2 open, on /dev/null where they were closed: else the first
+ * channels made here would land on them, be kept by the children as their
+ * stdio, and get log lines written into them. 0, or -1.
+ */
+static int
+server_open_stdio(void)
+{
+	int fd, nfd;
+
+	for (fd = STDIN_FILENO; fd <= STDERR_FILENO; fd++) {
+		if (fcntl(fd, F_GETFD) != -1 || errno != EBADF)
+			continue;
+		/* The lowest free fd: this one, as the lower ones are open. */
+		if ((nfd = open("/dev/null", fd == STDIN_FILENO ? O_RDONLY : O_WRONLY)) == -1)
+			return -1;
+		if (nfd != fd) {
+			if (dup2(nfd, fd) == -1) {
+				close(nfd);
+				return -1;
+			}
+			close(nfd);
+		}
+	}
+	return 0;
+}
+
 int
 cmd_serve(struct cli *cli, int argc, char **argv)
 {
@@ -754,6 +782,11 @@ cmd_serve(struct cli *cli, int argc, char **argv)
 			cli_error("unexpected argument '%s'; usage: %s", argv[i], use);
 			return EXIT_USAGE;
 		}
+	}
+	if (server_open_stdio() == -1) {
+		cli_error("cannot open /dev/null for a closed stdin, stdout or stderr: %s",
+		    strerror(errno));
+		return EXIT_FAILED;
 	}
 	/* Before any secret is in memory: no core dumps, no ptrace. */
 	vault_harden_process();

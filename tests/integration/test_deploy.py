@@ -539,3 +539,37 @@ def test_no_ready_after_stopping_when_stopped_mid_reload(daemon, fake_systemd, m
     states = fake_systemd.states()
     assert "STOPPING" in states
     assert "READY" not in states[states.index("STOPPING"):], states
+
+
+def test_serve_with_stdin_and_stdout_closed(daemon, gmail):
+    """Started with fds 0 and 1 closed (a careless init script), serve puts
+    /dev/null there before it makes any channel, so that no channel lands on
+    stdio and no log line goes into one; every child but the keeper reads
+    stdin from /dev/null. It relays and stops cleanly."""
+    d = daemon(start=False)
+    d._stderr = open(d.stderr_path, "wb")
+
+    def closed_stdio():
+        conftest.die_with_parent()
+        os.close(0)
+        os.close(1)
+    d.proc = subprocess.Popen([d.binary, "-c", d.conf, "serve"], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=d._stderr,
+                              env=conftest.child_env(), preexec_fn=closed_stdio)
+    deadline = time.monotonic() + conftest.START_TIMEOUT
+    while True:
+        assert d.proc.poll() is None, f"serve exited {d.proc.returncode}:\n{d.log()}"
+        try:
+            with socket.create_connection((d.host, d.port), timeout=1):
+                break
+        except OSError:
+            assert time.monotonic() < deadline, d.log()
+            time.sleep(0.05)
+    relay_one(d, gmail, "stdio closed")
+    pids = d.pids()
+    for fd in (0, 1):
+        assert os.readlink(f"/proc/{d.proc.pid}/fd/{fd}") == "/dev/null"
+    for role in ("relay", "smtp", "admin"):
+        assert os.readlink(f"/proc/{pids[role]}/fd/0") == "/dev/null", role
+    assert d.stop() == 0, d.log()
+    assert "event=child_exited" not in d.log(), d.log()
