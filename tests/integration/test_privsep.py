@@ -413,3 +413,23 @@ def test_keeper_survives_a_vault_grown_past_128_names(daemon, gmail):
     assert len(gmail.delivered) == before + 2
     assert d.proc.poll() is None, d.log()
     assert "event=child_exited" not in d.log(), d.log()
+
+
+def test_root_relay_hands_spool_files_to_the_spool_owner(daemon, gmail):
+    """Run as root with SMTPVAULT_ALLOW_ROOT=1 (development only), the relay
+    gives each spool file it makes to the owner of spool_dir (fchown, after
+    its seccomp filter): with a spool owned by someone else, queue mode
+    still accepts and delivers, and the relay is not killed."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the spool's files are handed over only by root")
+    d = daemon(smtp={"delivery": "queue"}, start=False)
+    owner = 65534       # nobody
+    for root, dirs, files in os.walk(d.spool):
+        for name in dirs + files + ["."]:
+            os.lchown(os.path.join(root, name), owner, owner)
+    d.start()
+    before = len(gmail.delivered)
+    send(d, 1, "adopted")
+    gmail.wait_for(lambda: len(gmail.delivered) > before, what="the queued message")
+    assert d.proc.poll() is None, d.log()
+    assert "event=child_exited" not in d.log(), d.log()
