@@ -145,8 +145,8 @@ proc_admin_main(struct proc_env *env)
 	 * it allows the TLS files read next, and what the privilege drop in
 	 * proc_serve() reads (fsjail_admin).
 	 */
-	if (fsjail_admin(&ap.jail, proc_config_get(ap.pc), env->cli->config_path, err,
-	    sizeof(err)) == -1) {
+	if (fsjail_admin(&ap.jail, proc_config_get(ap.pc), env->cli->config_path,
+	    env->cli->passphrase_file, err, sizeof(err)) == -1) {
 		log_err("event=start error=\"%s\"", err);
 		goto done;
 	}

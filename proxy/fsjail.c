@@ -83,10 +83,105 @@ fsjail_add(struct fsjail *j, const char *path, char *err, size_t errlen)
 	return 0;
 }
 
+static int
+fsjail_id_secret(const struct fsjail *j, const struct stat *st)
+{
+	size_t i;
+
+	for (i = 0; i < j->n_secret_ids; i++)
+		if (j->secret_ids[i].dev == st->st_dev && j->secret_ids[i].ino == st->st_ino)
+			return 1;
+	return 0;
+}
+
+static int
+fsjail_id_add(struct fsjail *j, const char *path, char *err, size_t errlen)
+{
+	struct stat st;
+
+	if (stat(path, &st) == -1 || fsjail_id_secret(j, &st))
+		return 0;
+	if (j->n_secret_ids == FSJAIL_SECRET_IDS_MAX) {
+		snprintf(err, errlen, "landlock: more than %d secret directories",
+		    FSJAIL_SECRET_IDS_MAX);
+		return -1;
+	}
+	j->secret_ids[j->n_secret_ids].dev = st.st_dev;
+	j->secret_ids[j->n_secret_ids].ino = st.st_ino;
+	j->n_secret_ids++;
+	return 0;
+}
+
+/* Cut path to its parent directory: "/a/b" -> "/a", "/a" -> "/", "a" -> ".".
+ * -1 when there is none ("/" or "."). */
+static int
+fsjail_parent(char *path, size_t len)
+{
+	char *slash;
+
+	if (strcmp(path, "/") == 0 || strcmp(path, ".") == 0)
+		return -1;
+	if ((slash = strrchr(path, '/')) == NULL)
+		strlcpy(path, ".", len);
+	else if (slash == path)
+		path[1] = '\0';
+	else
+		*slash = '\0';
+	return 0;
+}
+
+/*
+ * A Landlock rule on a directory reaches every file below it, whatever path
+ * named the directory: so a secret is recorded as the identity of the file
+ * and of each directory on its canonical path, up to the root. Comparing
+ * names instead misses a symbolic link, "..", "//" or a bind mount.
+ */
+int
+fsjail_add_secret(struct fsjail *j, const char *path, char *err, size_t errlen)
+{
+	char buf[CONFIG_PATH_MAX], *real;
+
+	if (path == NULL || *path == '\0')
+		return 0;
+	if (strlcpy(buf, path, sizeof(buf)) >= sizeof(buf)) {
+		snprintf(err, errlen, "landlock: path too long: %s", path);
+		return -1;
+	}
+	/* Not there (yet): its nearest existing ancestor stands for it. */
+	while ((real = realpath(buf, NULL)) == NULL) {
+		if (fsjail_parent(buf, sizeof(buf)) == -1) {
+			snprintf(err, errlen, "landlock: %s: %s", path, strerror(errno));
+			return -1;
+		}
+	}
+	if (strlcpy(buf, real, sizeof(buf)) >= sizeof(buf)) {
+		free(real);
+		snprintf(err, errlen, "landlock: path too long: %s", path);
+		return -1;
+	}
+	free(real);
+	do {
+		if (fsjail_id_add(j, buf, err, errlen) == -1)
+			return -1;
+	} while (fsjail_parent(buf, sizeof(buf)) == 0);
+	return 0;
+}
+
+int
+fsjail_reaches_secret(const struct fsjail *j, const char *path)
+{
+	struct stat st;
+
+	if (path == NULL || *path == '\0' || stat(path, &st) == -1)
+		return 0;
+	return fsjail_id_secret(j, &st);
+}
+
 /* One read-only rule for path: a directory may be listed and its files read,
  * a file read. 0 (added, or missing: 1 in *missing), or -1 with err. */
 static int
-fsjail_rule(int ruleset, const char *path, int *missing, char *err, size_t errlen)
+fsjail_rule(const struct fsjail *j, int ruleset, const char *path, int *missing, char *err,
+    size_t errlen)
 {
 	struct landlock_path_beneath_attr pb;
 	struct stat st;
@@ -103,6 +198,12 @@ fsjail_rule(int ruleset, const char *path, int *missing, char *err, size_t errle
 	}
 	if (fstat(fd, &st) == -1) {
 		snprintf(err, errlen, "landlock: %s: %s", path, strerror(errno));
+		goto done;
+	}
+	/* The inode the rule is made on, not its name: the last word. */
+	if (fsjail_id_secret(j, &st)) {
+		snprintf(err, errlen, "landlock: %s is, or holds, a secret (the vault, a key "
+		    "or another process's TLS key): no rule for it", path);
 		goto done;
 	}
 	memset(&pb, 0, sizeof(pb));
@@ -155,7 +256,7 @@ fsjail_apply(struct fsjail *j, char *err, size_t errlen)
 		return -1;
 	}
 	for (i = 0; i < j->n_paths; i++) {
-		if (fsjail_rule(ruleset, j->paths[i], &missing, err, errlen) == -1)
+		if (fsjail_rule(j, ruleset, j->paths[i], &missing, err, errlen) == -1)
 			goto done;
 		if (missing)
 			log_debug("event=sandbox process=%s landlock_skip=\"%s\" reason=missing",
@@ -196,35 +297,41 @@ fsjail_allows(const struct fsjail *j, const char *path)
 
 /* ---- The roles' jails ------------------------------------------------------------ */
 
-/* Files no jail may reach: the vault, its key sources and lock. */
+/*
+ * Files no jail may reach: the vault, its key sources (the CLI's
+ * --passphrase-file among them), and the TLS key of the other role, whose
+ * theft would let a compromised front end impersonate the admin page (or
+ * the reverse); not when both roles use one key file.
+ */
 static int
-fsjail_secret_below(const struct config *cfg, const char *dir)
+fsjail_secrets(struct fsjail *j, const struct config *cfg, const char *passphrase_file,
+    const char *own_key, const char *other_key, char *err, size_t errlen)
 {
-	const char *secrets[4];
-	size_t i, n = strlen(dir);
+	struct stat own, other;
+	int shared;
 
-	secrets[0] = cfg->vault_path;
-	secrets[1] = cfg->key_file;
-	secrets[2] = cfg->passphrase_file;
-	secrets[3] = getenv("CREDENTIALS_DIRECTORY");
-	for (i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++)
-		if (secrets[i] != NULL && *secrets[i] != '\0' &&
-		    strncmp(secrets[i], dir, n) == 0 &&
-		    (secrets[i][n] == '/' || secrets[i][n] == '\0' || dir[n - 1] == '/'))
-			return 1;
+	shared = own_key[0] != '\0' && other_key[0] != '\0' && stat(own_key, &own) == 0 &&
+	    stat(other_key, &other) == 0 && own.st_dev == other.st_dev &&
+	    own.st_ino == other.st_ino;
+	if (fsjail_add_secret(j, cfg->vault_path, err, errlen) == -1 ||
+	    fsjail_add_secret(j, cfg->key_file, err, errlen) == -1 ||
+	    fsjail_add_secret(j, cfg->passphrase_file, err, errlen) == -1 ||
+	    fsjail_add_secret(j, passphrase_file, err, errlen) == -1 ||
+	    fsjail_add_secret(j, getenv("CREDENTIALS_DIRECTORY"), err, errlen) == -1 ||
+	    (!shared && fsjail_add_secret(j, other_key, err, errlen) == -1))
+		return -1;
 	return 0;
 }
 
 /* A directory goes in only when no secret lies below it. */
 static int
-fsjail_add_dir(struct fsjail *j, const struct config *cfg, const char *dir, char *err,
-    size_t errlen)
+fsjail_add_dir(struct fsjail *j, const char *dir, char *err, size_t errlen)
 {
 	if (dir == NULL || *dir == '\0')
 		return 0;
-	if (fsjail_secret_below(cfg, dir)) {
-		log_warn("event=sandbox process=%s landlock_skip=\"%s\" reason=\"the vault or "
-		    "its key is below it\"", j->role, dir);
+	if (fsjail_reaches_secret(j, dir)) {
+		log_warn("event=sandbox process=%s landlock_skip=\"%s\" reason=\"a secret (the "
+		    "vault, a key) is below it\"", j->role, dir);
 		return 0;
 	}
 	return fsjail_add(j, dir, err, errlen);
@@ -246,8 +353,8 @@ fsjail_add_dir(struct fsjail *j, const struct config *cfg, const char *dir, char
  * its directory, and the directory of the file a symbolic link names (as
  * certbot's live/ links name archive/), so that a file replaced by a rename
  * (an editor, certbot's renewal) is still readable. A directory that holds
- * the vault or its key gives way to the file alone, said once: such a file
- * replaced by a rename takes a restart.
+ * a secret (by identity, wherever below it) gives way to the file alone,
+ * said once: such a file replaced by a rename takes a restart.
  */
 /* The absolute directory of path ("" for "/x": the root is no place for a
  * rule), or -1. */
@@ -270,8 +377,7 @@ fsjail_dir_of(const char *path, char *dir, size_t len)
 }
 
 static int
-fsjail_add_file(struct fsjail *j, const struct config *cfg, const char *path, char *err,
-    size_t errlen)
+fsjail_add_file(struct fsjail *j, const char *path, char *err, size_t errlen)
 {
 	char dirs[2][CONFIG_PATH_MAX], *real;
 	size_t i, n = 0;
@@ -279,14 +385,14 @@ fsjail_add_file(struct fsjail *j, const struct config *cfg, const char *path, ch
 	if (path == NULL || *path == '\0')
 		return 0;
 	if (fsjail_dir_of(path, dirs[n], sizeof(dirs[n])) == 0 &&
-	    !fsjail_secret_below(cfg, dirs[n]))
+	    !fsjail_reaches_secret(j, dirs[n]))
 		n++;
 	else
 		goto file;
 	if ((real = realpath(path, NULL)) != NULL) {
 		if (fsjail_dir_of(real, dirs[n], sizeof(dirs[n])) == 0 &&
 		    strcmp(dirs[n], dirs[0]) != 0) {
-			if (fsjail_secret_below(cfg, dirs[n])) {
+			if (fsjail_reaches_secret(j, dirs[n])) {
 				free(real);
 				goto file;
 			}
@@ -300,8 +406,8 @@ fsjail_add_file(struct fsjail *j, const struct config *cfg, const char *path, ch
 	return 0;
 file:
 	log_warn("event=sandbox process=%s landlock_file=\"%s\" note=\"its directory holds "
-	    "the vault or its key: only this file is readable; a new file at this path (a "
-	    "rename) takes a restart\"", j->role, path);
+	    "a secret (the vault, a key): only this file is readable; a new file at this path "
+	    "(a rename) takes a restart\"", j->role, path);
 	return fsjail_add(j, path, err, errlen);
 }
 
@@ -310,8 +416,7 @@ file:
  * ASan the process's /proc directory, whose maps LeakSanitizer reads at
  * exit. */
 static int
-fsjail_add_common(struct fsjail *j, const struct config *cfg, const char *config_path,
-    char *err, size_t errlen)
+fsjail_add_common(struct fsjail *j, const char *config_path, char *err, size_t errlen)
 {
 	char *conf;
 	int rc;
@@ -320,7 +425,7 @@ fsjail_add_common(struct fsjail *j, const struct config *cfg, const char *config
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
-	rc = fsjail_add_file(j, cfg, config_path, err, errlen) == -1 ||
+	rc = fsjail_add_file(j, config_path, err, errlen) == -1 ||
 	    fsjail_add(j, "/dev/urandom", err, errlen) == -1 ||
 	    fsjail_add(j, "/etc/localtime", err, errlen) == -1 ||
 	    fsjail_add(j, "/usr/share/zoneinfo", err, errlen) == -1 ||
@@ -352,10 +457,10 @@ fsjail_add_trust(struct fsjail *j, const struct config *cfg, char *err, size_t e
 	for (p = list; p != NULL; p = next) {
 		if ((next = strchr(p, ':')) != NULL)
 			*next++ = '\0';
-		if (fsjail_add_dir(j, cfg, p, err, errlen) == -1)
+		if (fsjail_add_dir(j, p, err, errlen) == -1)
 			return -1;
 	}
-	return fsjail_add_file(j, cfg, cfg->upstream_ca_file, err, errlen);
+	return fsjail_add_file(j, cfg->upstream_ca_file, err, errlen);
 }
 
 /* The one line each process logs about its jail. */
@@ -376,23 +481,25 @@ fsjail_finish(struct fsjail *j, char *err, size_t errlen)
 
 int
 fsjail_smtp(struct fsjail *j, const struct config *cfg, const char *config_path,
-    char *err, size_t errlen)
+    const char *passphrase_file, char *err, size_t errlen)
 {
 	memset(j, 0, sizeof(*j));
 	j->role = "smtp";
 	j->deny_tcp = 1;
-	if (fsjail_add_common(j, cfg, config_path, err, errlen) == -1 ||
-	    fsjail_add_file(j, cfg, cfg->smtp_tls_cert, err, errlen) == -1 ||
-	    fsjail_add_file(j, cfg, cfg->smtp_tls_key, err, errlen) == -1)
+	if (fsjail_secrets(j, cfg, passphrase_file, cfg->smtp_tls_key, cfg->admin_tls_key, err,
+	    errlen) == -1 ||
+	    fsjail_add_common(j, config_path, err, errlen) == -1 ||
+	    fsjail_add_file(j, cfg->smtp_tls_cert, err, errlen) == -1 ||
+	    fsjail_add_file(j, cfg->smtp_tls_key, err, errlen) == -1)
 		return -1;
 	return fsjail_finish(j, err, errlen);
 }
 
 /*
  * The admin process reads the audit log for its views. Its directory is
- * allowed, so that the views follow logrotate's new file, unless the vault
- * or a key source is in it too (the example configuration keeps the vault
- * and the log in /var/lib/smtpvault): then only the file that is there now,
+ * allowed, so that the views follow logrotate's new file, unless a secret
+ * is in it too (the example configuration keeps the vault and the log in
+ * /var/lib/smtpvault): then only the file that is there now,
  * and after a rotation the views need a restart (said once at start).
  */
 static int
@@ -407,22 +514,24 @@ fsjail_add_audit(struct fsjail *j, const struct config *cfg, char *err, size_t e
 	*slash = '\0';
 	if (dir[0] == '\0')
 		strlcpy(dir, "/", sizeof(dir));
-	if (!fsjail_secret_below(cfg, dir))
+	if (!fsjail_reaches_secret(j, dir))
 		return fsjail_add(j, dir, err, errlen);
 	log_warn("event=sandbox process=admin note=\"the audit log shares its directory with "
-	    "the vault or its key: the admin views read only this audit log file; after "
+	    "a secret (the vault, a key): the admin views read only this audit log file; after "
 	    "a rotation they need a restart\"");
 	return fsjail_add(j, cfg->audit_path, err, errlen);
 }
 
 int
 fsjail_admin(struct fsjail *j, const struct config *cfg, const char *config_path,
-    char *err, size_t errlen)
+    const char *passphrase_file, char *err, size_t errlen)
 {
 	memset(j, 0, sizeof(*j));
 	j->role = "admin";
 	/* TCP stays: the upstream check connects to [upstream] and DNS. */
-	if (fsjail_add_common(j, cfg, config_path, err, errlen) == -1 ||
+	if (fsjail_secrets(j, cfg, passphrase_file, cfg->admin_tls_key, cfg->smtp_tls_key, err,
+	    errlen) == -1 ||
+	    fsjail_add_common(j, config_path, err, errlen) == -1 ||
 	    fsjail_add(j, cfg->admin_tls_cert, err, errlen) == -1 ||
 	    fsjail_add(j, cfg->admin_tls_key, err, errlen) == -1 ||
 	    fsjail_add_audit(j, cfg, err, errlen) == -1 ||

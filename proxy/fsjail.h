@@ -21,17 +21,34 @@
 #define SMTPVAULT_FSJAIL_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 #include "config.h"
 
 #define FSJAIL_PATHS_MAX	24
+#define FSJAIL_SECRET_IDS_MAX	128	/* secret files and the directories above them */
 
-/* What a jail allows: paths to read (a directory with everything below
- * it), and whether TCP bind and connect stay allowed. */
+/* A file or directory by identity, whatever path names it. */
+struct fsjail_id {
+	dev_t		dev;
+	ino_t		ino;
+};
+
+/*
+ * What a jail allows: paths to read (a directory with everything below
+ * it), and whether TCP bind and connect stay allowed. What it must never
+ * reach: the secrets (the vault, its key sources, another role's TLS key),
+ * kept as the identities of each secret and of every directory above it
+ * once symbolic links, "..", "//" are resolved; fsjail_apply() refuses a
+ * rule on any of them, so no path, bind mount or link to such a directory
+ * gets in.
+ */
 struct fsjail {
 	const char	*role;				/* for logs: "smtp", "admin" */
 	char		 paths[FSJAIL_PATHS_MAX][CONFIG_PATH_MAX];
 	size_t		 n_paths;
+	struct fsjail_id secret_ids[FSJAIL_SECRET_IDS_MAX];
+	size_t		 n_secret_ids;
 	int		 deny_tcp;			/* no TCP bind or connect */
 	int		 on;				/* set by fsjail_apply */
 	int		 abi;				/* the kernel's Landlock ABI */
@@ -43,13 +60,26 @@ struct fsjail {
 int	fsjail_add(struct fsjail *j, const char *path, char *err, size_t errlen);
 
 /*
+ * Add a secret no rule of j may reach (NULL or "" is ignored): the identity
+ * of realpath(path) and of every directory above it (for a path that does
+ * not exist yet, of its nearest existing ancestor and those above). 0, or
+ * -1 with err (too many).
+ */
+int	fsjail_add_secret(struct fsjail *j, const char *path, char *err, size_t errlen);
+
+/* Would a rule on path (followed as open() follows it) reach a secret of
+ * j: is it a secret, or a directory one lies below? A missing path: 0. */
+int	fsjail_reaches_secret(const struct fsjail *j, const char *path);
+
+/*
  * Apply j to this thread (and what it starts from now on): set no_new_privs,
  * make a ruleset handling every filesystem right of the running ABI (and
  * TCP bind and connect when deny_tcp, abstract UNIX sockets and signals
  * outside the jail from ABI 6), one read-only rule per path that exists (a
  * missing one is logged at debug and skipped), restrict. Returns 0 when
  * applied, 1 when this kernel has no Landlock (ENOSYS, or EOPNOTSUPP: built
- * without it or disabled at boot), -1 with err on any other failure.
+ * without it or disabled at boot), -1 with err on any other failure, among
+ * them a path that would reach a secret (nothing is restricted then).
  */
 int	fsjail_apply(struct fsjail *j, char *err, size_t errlen)
 	    __attribute__((warn_unused_result));
@@ -60,15 +90,21 @@ int	fsjail_allows(const struct fsjail *j, const char *path);
 
 /*
  * The jails of the front end and the admin process for cfg, read from
- * config_path (the file SIGHUP re-reads): fill j, apply it and log once
+ * config_path (the file SIGHUP re-reads), passphrase_file the CLI's
+ * --passphrase-file (or NULL): fill j, apply it and log once
  * "event=sandbox process=ROLE landlock=on abi=N paths=K" (or
- * "landlock=unavailable", a warning, and the process goes on). 0, or -1 with
- * err: the process must not start.
+ * "landlock=unavailable", a warning, and the process goes on). The secrets
+ * of both: the vault, [vault] key_file and passphrase_file, passphrase_file,
+ * $CREDENTIALS_DIRECTORY, and the other role's TLS key (unless it is the
+ * same file as the role's own). 0, or -1 with err: the process must not
+ * start.
  */
 int	fsjail_smtp(struct fsjail *j, const struct config *cfg, const char *config_path,
-	    char *err, size_t errlen) __attribute__((warn_unused_result));
+	    const char *passphrase_file, char *err, size_t errlen)
+	    __attribute__((warn_unused_result));
 int	fsjail_admin(struct fsjail *j, const struct config *cfg, const char *config_path,
-	    char *err, size_t errlen) __attribute__((warn_unused_result));
+	    const char *passphrase_file, char *err, size_t errlen)
+	    __attribute__((warn_unused_result));
 
 /*
  * On SIGHUP, before a new configuration replaces the old: does everything

@@ -217,8 +217,8 @@ proc_smtp_jail(void *arg, char *err, size_t errlen)
 {
 	struct proc_smtp *ps = arg;
 
-	if (fsjail_smtp(&ps->jail, proc_config_get(ps->pc), ps->env->cli->config_path, err,
-	    errlen) == -1)
+	if (fsjail_smtp(&ps->jail, proc_config_get(ps->pc), ps->env->cli->config_path,
+	    ps->env->cli->passphrase_file, err, errlen) == -1)
 		return -1;
 	proc_config_set_check(ps->pc, proc_smtp_reload_check, ps);
 	return 0;

@@ -8,7 +8,12 @@
  * The front end's and the admin process's jails, made from a configuration
  * that keeps the vault, its key file and the audit log in one directory,
  * reach the configuration, the certificate and the audit log but not the
- * vault or the key; a reload naming another certificate is refused. A
+ * vault or the key; a reload naming another certificate is refused.
+ * Secrets are found by identity, not by name: a configuration directory
+ * named through a symbolic link, "..", or "//" still holds the vault; the
+ * CLI's --passphrase-file beside the configuration is a secret; with both
+ * roles' TLS keys in one directory each role gets file rules and cannot
+ * read the other's key (a path naming it refuses the jail). A
  * kernel without Landlock (the calls fail with ENOSYS or EOPNOTSUPP, made so
  * here by a seccomp filter) gives 1, not an error.
  *
@@ -154,7 +159,7 @@ jailed_then_smtp(const char *dir, const struct config *cfg, const char *later,
 		memset(&j, 0, sizeof(j));
 		j.role = "test";
 		if (cfg != NULL) {
-			CHILD_CHECK(fsjail_smtp(&j, cfg, dir, err, sizeof(err)) == 0);
+			CHILD_CHECK(fsjail_smtp(&j, cfg, dir, NULL, err, sizeof(err)) == 0);
 		} else {
 			CHILD_CHECK(fsjail_add(&j, dir, err, sizeof(err)) == 0);
 			CHILD_CHECK(fsjail_apply(&j, err, sizeof(err)) == 0);
@@ -273,31 +278,45 @@ test_tcp_denied(void **state)
 	close(lfd);
 }
 
+/* The files of a configuration: the configuration in etc, the vault, its
+ * key file and the audit log in state, both roles' certificates and keys
+ * in tls, and a spool directory below dir. */
+static void
+config_files(struct config *cfg, char *conf, const char *dir, const char *etc,
+    const char *state, const char *tls)
+{
+	struct {
+		char		*path;		/* PATHLEN or more */
+		const char	*dir, *name;
+	} files[] = {
+		{ conf, etc, "smtpvault.conf" },
+		{ cfg->vault_path, state, "vault" },
+		{ cfg->key_file, state, "vault.key" },
+		{ cfg->audit_path, state, "audit.log" },
+		{ cfg->smtp_tls_cert, tls, "lan.pem" },
+		{ cfg->smtp_tls_key, tls, "lan.key" },
+		{ cfg->admin_tls_cert, tls, "admin.pem" },
+		{ cfg->admin_tls_key, tls, "admin.key" },
+	};
+	size_t i;
+
+	config_defaults(cfg);
+	for (i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		path_in(files[i].path, files[i].dir, files[i].name);
+		write_file(files[i].path, files[i].name);
+	}
+	path_in(cfg->spool_dir, dir, "spool");
+	assert_int_equal(mkdir(cfg->spool_dir, 0700), 0);
+}
+
 /* A configuration like the example's: vault, key file and audit log in one
- * directory, the configuration and the certificate there too. */
+ * directory, the configuration and the certificates there too. */
 static void
 make_config(const char *name, char *dir, struct config *cfg, char *conf)
 {
-	char p[PATHLEN];
-
 	path_in(dir, tmpdir, name);
 	assert_int_equal(mkdir(dir, 0700), 0);
-	config_defaults(cfg);
-	path_in(conf, dir, "smtpvault.conf");
-	write_file(conf, "[vault]\n");
-	path_in(cfg->vault_path, dir, "vault");
-	write_file(cfg->vault_path, "vault\n");
-	path_in(cfg->key_file, dir, "vault.key");
-	write_file(cfg->key_file, "key\n");
-	path_in(cfg->audit_path, dir, "audit.log");
-	write_file(cfg->audit_path, "log\n");
-	path_in(cfg->smtp_tls_cert, dir, "lan.pem");
-	write_file(cfg->smtp_tls_cert, "cert\n");
-	path_in(cfg->smtp_tls_key, dir, "lan.key");
-	write_file(cfg->smtp_tls_key, "key\n");
-	path_in(p, dir, "spool");
-	assert_int_equal(mkdir(p, 0700), 0);
-	strlcpy(cfg->spool_dir, p, sizeof(cfg->spool_dir));
+	config_files(cfg, conf, dir, dir, dir, dir);
 }
 
 static void
@@ -315,7 +334,7 @@ test_smtp_jail(void **state)
 	path_in(other, dir, "other.pem");
 	write_file(other, "cert\n");
 	if ((pid = fork()) == 0) {
-		CHILD_CHECK(fsjail_smtp(&j, &cfg, conf, err, sizeof(err)) == 0);
+		CHILD_CHECK(fsjail_smtp(&j, &cfg, conf, NULL, err, sizeof(err)) == 0);
 		CHILD_CHECK(j.on && j.deny_tcp);
 		CHILD_CHECK(read_errno(conf) == 0);
 		CHILD_CHECK(read_errno(cfg.smtp_tls_cert) == 0);
@@ -364,7 +383,7 @@ test_admin_jail(void **state)
 	/* The audit log beside the vault: that one file only. */
 	make_config("admin", dir, &cfg, conf);
 	if ((pid = fork()) == 0) {
-		CHILD_CHECK(fsjail_admin(&j, &cfg, conf, err, sizeof(err)) == 0);
+		CHILD_CHECK(fsjail_admin(&j, &cfg, conf, NULL, err, sizeof(err)) == 0);
 		CHILD_CHECK(j.on && !j.deny_tcp);
 		CHILD_CHECK(read_errno(conf) == 0);
 		CHILD_CHECK(read_errno(cfg.audit_path) == 0);
@@ -388,7 +407,7 @@ test_admin_jail(void **state)
 	write_file(cfg.audit_path, "log\n");
 	path_in(rotated, logdir, "audit.log.1");
 	if ((pid = fork()) == 0) {
-		CHILD_CHECK(fsjail_admin(&j, &cfg, conf, err, sizeof(err)) == 0);
+		CHILD_CHECK(fsjail_admin(&j, &cfg, conf, NULL, err, sizeof(err)) == 0);
 		CHILD_CHECK(fsjail_allows(&j, rotated));
 		CHILD_CHECK(read_errno(cfg.vault_path) == EACCES);
 		CHILD_CHECK(rename(cfg.audit_path, rotated) == -1);
@@ -396,6 +415,190 @@ test_admin_jail(void **state)
 	}
 	wait_child(pid);
 	jailed_then(logdir, cfg.audit_path, cfg.audit_path, rotated);
+}
+
+/*
+ * A configuration with its parts apart: etc/ (the configuration), state/
+ * (the vault, its key file, the audit log) and tls/ (both roles'
+ * certificates and keys, as one directory of a host's keys often holds).
+ */
+static void
+make_split_config(const char *name, char *dir, struct config *cfg, char *conf)
+{
+	char etc[PATHLEN], state[PATHLEN], tls[PATHLEN];
+
+	path_in(dir, tmpdir, name);
+	assert_int_equal(mkdir(dir, 0700), 0);
+	path_in(etc, dir, "etc");
+	path_in(state, dir, "state");
+	path_in(tls, dir, "tls");
+	assert_int_equal(mkdir(etc, 0700), 0);
+	assert_int_equal(mkdir(state, 0700), 0);
+	assert_int_equal(mkdir(tls, 0700), 0);
+	config_files(cfg, conf, dir, etc, state, tls);
+}
+
+/* In a child: the jail of role ("smtp" or "admin") for cfg must be made
+ * and then read each of ok[] and none of refused[] (NULL-terminated). */
+static void
+jail_reads(const char *role, const struct config *cfg, const char *conf,
+    const char *passphrase_file, const char *const *ok, const char *const *refused)
+{
+	char err[ERRLEN];
+	struct fsjail j;
+	size_t i;
+	pid_t pid;
+
+	if ((pid = fork()) == 0) {
+		if (strcmp(role, "smtp") == 0)
+			CHILD_CHECK(fsjail_smtp(&j, cfg, conf, passphrase_file, err,
+			    sizeof(err)) == 0);
+		else
+			CHILD_CHECK(fsjail_admin(&j, cfg, conf, passphrase_file, err,
+			    sizeof(err)) == 0);
+		CHILD_CHECK(j.on);
+		for (i = 0; ok[i] != NULL; i++)
+			CHILD_CHECK(read_errno(ok[i]) == 0);
+		for (i = 0; refused[i] != NULL; i++)
+			CHILD_CHECK(read_errno(refused[i]) == EACCES);
+		_exit(0);
+	}
+	wait_child(pid);
+}
+
+/* Secrets are found by identity: a configuration directory named through a
+ * symbolic link or with "..", or a secret named so, still holds the vault. */
+static void
+test_secret_by_identity(void **state)
+{
+	char dir[PATHLEN], conf[PATHLEN], link[PATHLEN], via[PATHLEN], sub[PATHLEN];
+	struct config cfg;
+
+	if (landlock_abi() == 0)
+		skip();
+	make_config("ident", dir, &cfg, conf);
+	/* The configuration read through a symbolic link to its directory. */
+	path_in(link, tmpdir, "ident-link");
+	assert_int_equal(symlink(dir, link), 0);
+	path_in(via, link, "smtpvault.conf");
+	jail_reads("smtp", &cfg, via, NULL, (const char *[]){ via, cfg.smtp_tls_key, NULL },
+	    (const char *[]){ cfg.vault_path, cfg.key_file, NULL });
+	jail_reads("admin", &cfg, via, NULL, (const char *[]){ via, NULL },
+	    (const char *[]){ cfg.vault_path, cfg.key_file, cfg.smtp_tls_key, NULL });
+	/* Through "..", and "//". */
+	path_in(sub, dir, "spool/..//smtpvault.conf");
+	jail_reads("smtp", &cfg, sub, NULL, (const char *[]){ conf, NULL },
+	    (const char *[]){ cfg.vault_path, cfg.key_file, NULL });
+	/* The secrets named through the link: the same files. */
+	path_in(cfg.vault_path, link, "vault");
+	path_in(cfg.key_file, link, "spool/../vault.key");
+	jail_reads("smtp", &cfg, conf, NULL, (const char *[]){ conf, NULL },
+	    (const char *[]){ cfg.vault_path, cfg.key_file, NULL });
+}
+
+/* The CLI's --passphrase-file (and [vault] passphrase_file) in the
+ * configuration's directory: that directory is no longer allowed whole. */
+static void
+test_passphrase_file_is_secret(void **state)
+{
+	char dir[PATHLEN], conf[PATHLEN], pass[PATHLEN], etc[PATHLEN];
+	struct config cfg;
+
+	if (landlock_abi() == 0)
+		skip();
+	make_split_config("pass", dir, &cfg, conf);
+	path_in(etc, dir, "etc");
+	path_in(pass, etc, "passphrase");
+	write_file(pass, "correct horse\n");
+	/* Without it among the secrets the whole of etc/ would be readable. */
+	jail_reads("smtp", &cfg, conf, NULL, (const char *[]){ conf, pass, NULL },
+	    (const char *[]){ cfg.vault_path, NULL });
+	jail_reads("smtp", &cfg, conf, pass, (const char *[]){ conf, NULL },
+	    (const char *[]){ pass, cfg.vault_path, NULL });
+	jail_reads("admin", &cfg, conf, pass, (const char *[]){ conf, NULL },
+	    (const char *[]){ pass, cfg.vault_path, NULL });
+	strlcpy(cfg.passphrase_file, pass, sizeof(cfg.passphrase_file));
+	jail_reads("smtp", &cfg, conf, NULL, (const char *[]){ conf, NULL },
+	    (const char *[]){ pass, NULL });
+}
+
+/* Both roles' TLS keys in one directory: each role gets its own files, and
+ * never the other's key (the admin page's key would let a compromised front
+ * end impersonate it, and the reverse). One key file for both is shared. */
+static void
+test_other_role_tls_key(void **state)
+{
+	char dir[PATHLEN], conf[PATHLEN], renewed[PATHLEN], err[ERRLEN];
+	struct config cfg;
+	struct fsjail j;
+	pid_t pid;
+
+	if (landlock_abi() == 0)
+		skip();
+	make_split_config("tls", dir, &cfg, conf);
+	jail_reads("smtp", &cfg, conf, NULL,
+	    (const char *[]){ conf, cfg.smtp_tls_cert, cfg.smtp_tls_key, NULL },
+	    (const char *[]){ cfg.admin_tls_key, cfg.vault_path, NULL });
+	jail_reads("admin", &cfg, conf, NULL,
+	    (const char *[]){ conf, cfg.admin_tls_cert, cfg.admin_tls_key, cfg.audit_path,
+	    NULL },
+	    (const char *[]){ cfg.smtp_tls_key, cfg.vault_path, NULL });
+	/* File rules, not the directory: a new file there is not readable. */
+	path_in(renewed, dir, "tls/lan.pem.new");
+	write_file(renewed, "cert\n");
+	jail_reads("smtp", &cfg, conf, NULL, (const char *[]){ conf, NULL },
+	    (const char *[]){ renewed, NULL });
+	/* One key for both: each reads it. */
+	strlcpy(cfg.admin_tls_key, cfg.smtp_tls_key, sizeof(cfg.admin_tls_key));
+	jail_reads("smtp", &cfg, conf, NULL, (const char *[]){ cfg.smtp_tls_key, NULL },
+	    (const char *[]){ cfg.vault_path, NULL });
+	jail_reads("admin", &cfg, conf, NULL, (const char *[]){ cfg.admin_tls_key, NULL },
+	    (const char *[]){ cfg.vault_path, NULL });
+	/* The admin's certificate path naming the front end's key: no start. */
+	make_split_config("tls2", dir, &cfg, conf);
+	strlcpy(cfg.admin_tls_cert, cfg.smtp_tls_key, sizeof(cfg.admin_tls_cert));
+	if ((pid = fork()) == 0) {
+		CHILD_CHECK(fsjail_admin(&j, &cfg, conf, NULL, err, sizeof(err)) == -1);
+		CHILD_CHECK(strstr(err, "secret") != NULL && !j.on);
+		CHILD_CHECK(read_errno(cfg.smtp_tls_key) == 0);	/* nothing restricted */
+		_exit(0);
+	}
+	wait_child(pid);
+}
+
+/* fsjail_add_secret and fsjail_reaches_secret alone (no Landlock needed). */
+static void
+test_reaches_secret(void **state)
+{
+	char dir[PATHLEN], a[PATHLEN], sub[PATHLEN], dots[PATHLEN], missing[PATHLEN];
+	char err[ERRLEN];
+	struct fsjail j;
+
+	make_tree("reach", dir);
+	path_in(a, dir, "a");
+	path_in(sub, dir, "sub");
+	path_in(dots, dir, "sub/..");
+	path_in(missing, dir, "sub/not/yet");
+	memset(&j, 0, sizeof(j));
+	assert_int_equal(fsjail_add_secret(&j, NULL, err, sizeof(err)), 0);
+	assert_int_equal(fsjail_add_secret(&j, "", err, sizeof(err)), 0);
+	assert_int_equal(j.n_secret_ids, 0);
+	path_in(a, dir, "sub/c");
+	assert_int_equal(fsjail_add_secret(&j, a, err, sizeof(err)), 0);
+	assert_true(fsjail_reaches_secret(&j, a));
+	assert_true(fsjail_reaches_secret(&j, sub));
+	assert_true(fsjail_reaches_secret(&j, dir));
+	assert_true(fsjail_reaches_secret(&j, dots));
+	assert_true(fsjail_reaches_secret(&j, "/"));
+	path_in(a, dir, "a");
+	assert_false(fsjail_reaches_secret(&j, a));
+	assert_false(fsjail_reaches_secret(&j, "/etc/hosts"));
+	assert_false(fsjail_reaches_secret(&j, missing));
+	/* A secret not there yet: its nearest directory stands for it. */
+	memset(&j, 0, sizeof(j));
+	assert_int_equal(fsjail_add_secret(&j, missing, err, sizeof(err)), 0);
+	assert_true(fsjail_reaches_secret(&j, sub));
+	assert_false(fsjail_reaches_secret(&j, a));
 }
 
 /* A kernel without Landlock, as a seccomp filter fakes it. Where Landlock
@@ -480,6 +683,10 @@ main(void)
 		cmocka_unit_test(test_tcp_denied),
 		cmocka_unit_test(test_smtp_jail),
 		cmocka_unit_test(test_admin_jail),
+		cmocka_unit_test(test_secret_by_identity),
+		cmocka_unit_test(test_passphrase_file_is_secret),
+		cmocka_unit_test(test_other_role_tls_key),
+		cmocka_unit_test(test_reaches_secret),
 		cmocka_unit_test(test_unsupported_kernel),
 		cmocka_unit_test(test_allows_by_name),
 		cmocka_unit_test(test_list_bounds),
