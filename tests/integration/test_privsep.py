@@ -433,3 +433,44 @@ def test_root_relay_hands_spool_files_to_the_spool_owner(daemon, gmail):
     gmail.wait_for(lambda: len(gmail.delivered) > before, what="the queued message")
     assert d.proc.poll() is None, d.log()
     assert "event=child_exited" not in d.log(), d.log()
+
+
+def test_a_hung_child_cannot_hang_a_failed_start(daemon):
+    """A start-up that fails (the front end's port in use) stops what had
+    started; a child that hangs then (the keeper, stopped with SIGSTOP as
+    soon as it is up) gets the drain time of a stop (2 x the upstream timeout
+    + the SMTP timeout, plus 10 s), then SIGKILL: serve exits 2 instead of
+    waiting for it forever."""
+    d = daemon(smtp={"timeout": "1s"}, upstream={"timeout": "1s"}, start=False)
+    limit = 2 * 1 + 1 + 10
+    with socket.socket() as s, open(d.stderr_path, "wb") as err:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((d.host, d.port))
+        s.listen()
+        t0 = time.monotonic()
+        p = subprocess.Popen([d.binary, "-c", d.conf, "serve"], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=err, env=child_env())
+        keeper = None
+        try:
+            while keeper is None and p.poll() is None:
+                m = re.search(r"event=child_started process=keeper pid=(\d+)", d.log())
+                if m:
+                    keeper = int(m.group(1))
+                    os.kill(keeper, signal.SIGSTOP)
+                time.sleep(0.001)
+            assert keeper is not None, d.log()
+            rc = p.wait(limit + EXIT_TIMEOUT)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            if keeper is not None:
+                try:
+                    os.kill(keeper, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+    elapsed = time.monotonic() - t0
+    assert rc == 2, d.log()
+    assert "event=child_exited process=smtp status=2" in d.log(), d.log()
+    # The keeper was waited for (stopped before the abort reached it), then killed.
+    assert elapsed >= limit - 1, f"{elapsed:.1f}s; {d.log()}"
