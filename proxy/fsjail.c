@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/sysmacros.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -130,11 +131,148 @@ fsjail_parent(char *path, size_t len)
 	return 0;
 }
 
+/* path and every directory above it (path is cut down in place). */
+static int
+fsjail_add_chain(struct fsjail *j, char *path, size_t len, char *err, size_t errlen)
+{
+	do {
+		if (fsjail_id_add(j, path, err, errlen) == -1)
+			return -1;
+	} while (fsjail_parent(path, len) == 0);
+	return 0;
+}
+
+/* One mount of /proc/self/mountinfo: its device, the directory of that
+ * filesystem it shows (root), and where (point). */
+struct fsjail_mount {
+	dev_t	dev;
+	char	root[CONFIG_PATH_MAX];
+	char	point[CONFIG_PATH_MAX];
+};
+
+#define FSJAIL_MOUNTINFO_LINE	(3 * CONFIG_PATH_MAX)
+
+/* mountinfo writes a space, tab, newline or backslash as \ooo. */
+static void
+fsjail_unescape(char *s)
+{
+	char *o = s;
+
+	for (; *s != '\0'; s++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
+		    s[3] >= '0' && s[3] <= '7') {
+			*o++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 + (s[3] - '0'));
+			s += 3;
+		} else {
+			*o++ = *s;
+		}
+	}
+	*o = '\0';
+}
+
+/* The next mount: 1, or 0 at the end. A line too long to hold is skipped. */
+static int
+fsjail_mount_next(FILE *f, struct fsjail_mount *m)
+{
+	char line[FSJAIL_MOUNTINFO_LINE];
+	unsigned major, minor;
+	int c;
+
+	while (fgets(line, sizeof(line), f) != NULL) {
+		if (strchr(line, '\n') == NULL && !feof(f)) {
+			while ((c = fgetc(f)) != EOF && c != '\n')
+				;
+			continue;
+		}
+		/* CONFIG_PATH_MAX - 1 */
+		if (sscanf(line, "%*s %*s %u:%u %1023s %1023s", &major, &minor, m->root,
+		    m->point) != 4 || strlen(m->root) == CONFIG_PATH_MAX - 1 ||
+		    strlen(m->point) == CONFIG_PATH_MAX - 1)
+			continue;
+		fsjail_unescape(m->root);
+		fsjail_unescape(m->point);
+		m->dev = makedev(major, minor);
+		return 1;
+	}
+	return 0;
+}
+
+/* What follows dir in path ("" for dir itself, "/x" below it), or NULL
+ * when path is not dir or below it. */
+static const char *
+fsjail_below(const char *path, const char *dir)
+{
+	size_t n = strlen(dir);
+
+	if (strcmp(dir, "/") == 0)
+		return path[0] == '/' ? path : NULL;
+	if (strncmp(path, dir, n) != 0 || (path[n] != '\0' && path[n] != '/'))
+		return NULL;
+	return path + n;
+}
+
+static int
+fsjail_join(char *out, size_t len, const char *dir, const char *rest)
+{
+	if (strcmp(dir, "/") == 0)
+		return strlcpy(out, *rest != '\0' ? rest : "/", len) >= len ? -1 : 0;
+	return (size_t)snprintf(out, len, "%s%s", dir, rest) >= len ? -1 : 0;
+}
+
+/*
+ * The directory of a secret mounted elsewhere too (a bind mount): Landlock
+ * follows the path an open takes, so the directories above every place the
+ * secret shows up are secrets as well. The mount that real (canonical) goes
+ * through gives the secret's path inside its filesystem; each mount of that
+ * filesystem whose root lies above it shows the secret at another path.
+ */
+static int
+fsjail_secret_mounts(struct fsjail *j, const char *real, char *err, size_t errlen)
+{
+	struct fsjail_mount m, via;
+	char fspath[CONFIG_PATH_MAX], alt[CONFIG_PATH_MAX];
+	const char *rest;
+	struct stat st;
+	size_t best = 0;
+	int found = 0, rc = -1;
+	FILE *f;
+
+	if (stat(real, &st) == -1 || (f = fopen("/proc/self/mountinfo", "re")) == NULL)
+		return 0;
+	while (fsjail_mount_next(f, &m)) {
+		/* The last of the longest mount points: later mounts cover earlier. */
+		if (m.dev == st.st_dev && fsjail_below(real, m.point) != NULL &&
+		    (!found || strlen(m.point) >= best)) {
+			via = m;
+			best = strlen(m.point);
+			found = 1;
+		}
+	}
+	if (!found || fsjail_join(fspath, sizeof(fspath), via.root,
+	    fsjail_below(real, via.point)) == -1) {
+		rc = 0;
+		goto done;
+	}
+	rewind(f);
+	while (fsjail_mount_next(f, &m)) {
+		if (m.dev != st.st_dev || (rest = fsjail_below(fspath, m.root)) == NULL ||
+		    fsjail_join(alt, sizeof(alt), m.point, rest) == -1)
+			continue;
+		if (fsjail_add_chain(j, alt, sizeof(alt), err, errlen) == -1)
+			goto done;
+	}
+	rc = 0;
+done:
+	fclose(f);
+	return rc;
+}
+
 /*
  * A Landlock rule on a directory reaches every file below it, whatever path
  * named the directory: so a secret is recorded as the identity of the file
- * and of each directory on its canonical path, up to the root. Comparing
- * names instead misses a symbolic link, "..", "//" or a bind mount.
+ * and of each directory on its canonical path, up to the root, and on each
+ * other path a bind mount shows it at. Comparing names instead misses a
+ * symbolic link, "..", "//" or a bind mount.
  */
 int
 fsjail_add_secret(struct fsjail *j, const char *path, char *err, size_t errlen)
@@ -160,11 +298,9 @@ fsjail_add_secret(struct fsjail *j, const char *path, char *err, size_t errlen)
 		return -1;
 	}
 	free(real);
-	do {
-		if (fsjail_id_add(j, buf, err, errlen) == -1)
-			return -1;
-	} while (fsjail_parent(buf, sizeof(buf)) == 0);
-	return 0;
+	if (fsjail_secret_mounts(j, buf, err, errlen) == -1)
+		return -1;
+	return fsjail_add_chain(j, buf, sizeof(buf), err, errlen);
 }
 
 int

@@ -13,7 +13,8 @@
  * named through a symbolic link, "..", or "//" still holds the vault; the
  * CLI's --passphrase-file beside the configuration is a secret; with both
  * roles' TLS keys in one directory each role gets file rules and cannot
- * read the other's key (a path naming it refuses the jail). A
+ * read the other's key (a path naming it refuses the jail); the vault's
+ * directory bind-mounted elsewhere is caught at the mount and above it. A
  * kernel without Landlock (the calls fail with ENOSYS or EOPNOTSUPP, made so
  * here by a seccomp filter) gives 1, not an error.
  *
@@ -32,6 +33,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -86,8 +89,10 @@ read_errno(const char *path)
 	return 0;
 }
 
-/* In the child: a failed check exits with its line number. */
+/* In the child: a failed check exits with its line number; CHILD_SKIP
+ * (beyond those) skips the case. */
 #define CHILD_CHECK(cond)	do { if (!(cond)) _exit(__LINE__ % 250 + 1); } while (0)
+#define CHILD_SKIP		251
 
 static void
 wait_child(pid_t pid)
@@ -96,6 +101,8 @@ wait_child(pid_t pid)
 
 	assert_true(pid >= 0);
 	assert_int_equal(waitpid(pid, &st, 0), pid);
+	if (WIFEXITED(st) && WEXITSTATUS(st) == CHILD_SKIP)
+		skip();
 	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
 		fail_msg("child failed: status %d (line %% 250 + 1)", WEXITSTATUS(st));
 }
@@ -566,6 +573,64 @@ test_other_role_tls_key(void **state)
 	wait_child(pid);
 }
 
+/*
+ * In a child with a mount namespace of its own: bind-mount src at target,
+ * make the front end's jail with configuration conf, which must be
+ * readable while the vault is not, by either path (vault_alt). CHILD_SKIP
+ * when this process may not make a mount namespace.
+ */
+static void
+bind_jail(const char *src, const char *target, const struct config *cfg, const char *conf,
+    const char *vault_alt)
+{
+	char err[ERRLEN];
+	struct fsjail j;
+	pid_t pid;
+
+	if ((pid = fork()) == 0) {
+		if (unshare(CLONE_NEWNS) == -1 ||
+		    mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == -1 ||
+		    mount(src, target, NULL, MS_BIND, NULL) == -1)
+			_exit(CHILD_SKIP);
+		CHILD_CHECK(fsjail_smtp(&j, cfg, conf, NULL, err, sizeof(err)) == 0);
+		CHILD_CHECK(j.on);
+		CHILD_CHECK(read_errno(conf) == 0);
+		CHILD_CHECK(read_errno(cfg->vault_path) == EACCES);
+		CHILD_CHECK(read_errno(vault_alt) == EACCES);
+		_exit(0);
+	}
+	wait_child(pid);
+}
+
+/* The vault's directory bind-mounted elsewhere: a configuration read
+ * through that mount, or from a directory above it, does not open it. */
+static void
+test_secret_bind_mount(void **state)
+{
+	char dir[PATHLEN], conf[PATHLEN], outer[PATHLEN], inner[PATHLEN], stdir[PATHLEN];
+	char via[PATHLEN], alt[PATHLEN];
+	struct config cfg;
+
+	if (landlock_abi() == 0)
+		skip();
+	make_split_config("bind", dir, &cfg, conf);
+	path_in(stdir, dir, "state");
+	path_in(outer, dir, "outer");
+	path_in(inner, outer, "inner");
+	assert_int_equal(mkdir(outer, 0700), 0);
+	assert_int_equal(mkdir(inner, 0700), 0);
+	path_in(alt, inner, "vault");
+	/* The configuration beside the vault, read through the mount. */
+	path_in(via, stdir, "smtpvault.conf");
+	write_file(via, "[vault]\n");
+	path_in(via, inner, "smtpvault.conf");
+	bind_jail(stdir, inner, &cfg, via, alt);
+	/* The configuration in the directory above the mount point. */
+	path_in(via, outer, "smtpvault.conf");
+	write_file(via, "[vault]\n");
+	bind_jail(stdir, inner, &cfg, via, alt);
+}
+
 /* fsjail_add_secret and fsjail_reaches_secret alone (no Landlock needed). */
 static void
 test_reaches_secret(void **state)
@@ -686,6 +751,7 @@ main(void)
 		cmocka_unit_test(test_secret_by_identity),
 		cmocka_unit_test(test_passphrase_file_is_secret),
 		cmocka_unit_test(test_other_role_tls_key),
+		cmocka_unit_test(test_secret_bind_mount),
 		cmocka_unit_test(test_reaches_secret),
 		cmocka_unit_test(test_unsupported_kernel),
 		cmocka_unit_test(test_allows_by_name),
