@@ -474,3 +474,59 @@ def test_a_hung_child_cannot_hang_a_failed_start(daemon):
     assert "event=child_exited process=smtp status=2" in d.log(), d.log()
     # The keeper was waited for (stopped before the abort reached it), then killed.
     assert elapsed >= limit - 1, f"{elapsed:.1f}s; {d.log()}"
+
+
+def _child_named(pid, name):
+    """The pid of pid's child whose comm is name, or None."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            kids = [int(x) for x in f.read().split()]
+    except OSError:
+        return None
+    for kid in kids:
+        try:
+            with open(f"/proc/{kid}/comm") as f:
+                if f.read().strip() == name:
+                    return kid
+        except OSError:
+            pass
+    return None
+
+
+SLOW_START = 62.0       # past ipc.h's IPC_SYNC_TIMEOUT_MS (60 s), the old limit on READY
+
+
+def test_a_relay_slow_to_start_is_waited_for(daemon, gmail):
+    """The relay recovers the queue before it says READY, which on a large
+    spool or a slow disk takes minutes: the parent waits for it longer than
+    a synchronous IPC call's 60 s (the relay held up here with SIGSTOP
+    before its READY), and the daemon then serves. Takes a minute."""
+    d = daemon(start=False)
+    with open(d.stderr_path, "wb") as err:
+        p = subprocess.Popen([d.binary, "-c", d.conf, "serve"], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=err, env=child_env())
+    relay = None
+    try:
+        deadline = time.monotonic() + EXIT_TIMEOUT
+        while relay is None and p.poll() is None and time.monotonic() < deadline:
+            if (relay := _child_named(p.pid, "smtpvault:relay")) is not None:
+                os.kill(relay, signal.SIGSTOP)
+        assert relay is not None, d.log()
+        time.sleep(0.5)
+        if "event=child_started process=relay" in d.log():
+            pytest.skip("the relay said READY before it could be stopped")
+        time.sleep(SLOW_START)
+        assert p.poll() is None, d.log()
+        assert "event=child_exited" not in d.log(), d.log()
+        os.kill(relay, signal.SIGCONT)
+        relay = None
+        d.proc = p
+        d.wait_log(r"event=child_started process=smtp", timeout=EXIT_TIMEOUT)
+        send(d, 1, "slow start")
+        gmail.wait_for(lambda: len(gmail.delivered) >= 1, what="the message")
+    finally:
+        if relay is not None:
+            os.kill(relay, signal.SIGCONT)
+        if d.proc is None:
+            p.kill()
+            p.wait()
