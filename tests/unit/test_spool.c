@@ -3,7 +3,9 @@
  * operations (spool.c). The parser is fed garbage as a table of inputs that
  * must all be refused, every prefix of a good file (never accepted, never
  * read past its length), and round trips; the file operations run in a
- * temporary directory.
+ * temporary directory. The I/O thread (spool_io.c) publishes a new message
+ * only after its "queued" event is durable, and leaves nothing behind when
+ * the event cannot be written.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,8 +19,13 @@
 
 #include <cmocka.h>
 #include <event2/buffer.h>
+#include <event2/event.h>
+#include <jansson.h>
+
+#include "audit.h"
 
 #include "spool.h"
+#include "spool_io.h"
 #include "util.h"
 
 #define GOOD_ENVELOPE							\
@@ -326,6 +333,24 @@ count_cb(void *arg, const char *id)
 	return 0;
 }
 
+/* A one-recipient message id: its body into body, its envelope text into
+ * *hdr (malloc'd). */
+static void
+small_message(const char *id, struct relay_msg *msg, struct spool_meta *meta,
+    char rcpts[][RELAY_PATH_MAX], struct evbuffer *body, char **hdr, size_t *hdrlen)
+{
+	memset(msg, 0, sizeof(*msg));
+	memset(meta, 0, sizeof(*meta));
+	strlcpy(msg->queue_id, id, sizeof(msg->queue_id));
+	strlcpy(msg->account, "team@example.com", sizeof(msg->account));
+	msg->rcpts = rcpts;
+	msg->n_rcpts = 1;
+	evbuffer_add_printf(body, "Subject: x\r\n\r\nhello\r\n");
+	meta->size = evbuffer_get_length(body);
+	meta->received = 7;
+	assert_int_equal(spool_envelope_encode(msg, meta, hdr, hdrlen), 0);
+}
+
 static void
 test_files(void **state)
 {
@@ -348,16 +373,7 @@ test_files(void **state)
 	assert_int_equal(spool_lock(sp2, 20), -1);
 	spool_close(sp2);
 
-	memset(&msg, 0, sizeof(msg));
-	memset(&meta, 0, sizeof(meta));
-	strlcpy(msg.queue_id, "MSG1", sizeof(msg.queue_id));
-	strlcpy(msg.account, "team@example.com", sizeof(msg.account));
-	msg.rcpts = rcpts;
-	msg.n_rcpts = 1;
-	evbuffer_add_printf(body, "Subject: x\r\n\r\nhello\r\n");
-	meta.size = evbuffer_get_length(body);
-	meta.received = 7;
-	assert_int_equal(spool_envelope_encode(&msg, &meta, &hdr, &hdrlen), 0);
+	small_message("MSG1", &msg, &meta, rcpts, body, &hdr, &hdrlen);
 	assert_int_equal(spool_create(sp, "MSG1", hdr, hdrlen, body), 0);
 	assert_int_equal(spool_sync(sp, SPOOL_QUEUE), 0);
 	assert_int_equal(evbuffer_get_length(body), meta.size);	/* not drained */
@@ -409,6 +425,119 @@ test_files(void **state)
 	spool_close(sp);
 }
 
+/* Stands for the keeper: sees, while the event is being appended, whether
+ * the message is published yet; fails on demand. */
+struct fake_keeper {
+	int	fail;
+	int	calls;
+	int	published;	/* queue/ID existed during the append */
+	int	temp;		/* its temporary file did */
+};
+
+static int
+exists_in_queue(const char *name)
+{
+	char path[512];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "%s/queue/%s", tmpdir, name);
+	return stat(path, &st) == 0;
+}
+
+static int
+fake_forward(void *arg, const char *json, size_t len, char *err, size_t errlen)
+{
+	struct fake_keeper *k = arg;
+
+	k->calls++;
+	k->published = exists_in_queue("IOMSG");
+	k->temp = exists_in_queue(".IOMSG.tmp");
+	if (!k->fail)
+		return 0;
+	snprintf(err, errlen, "the keeper is gone");
+	return -1;
+}
+
+static void
+io_done(struct spool_io_op *op, void *arg)
+{
+	*(struct spool_io_op **)arg = op;
+}
+
+/* One new message through the I/O thread; the loop runs until it is done. */
+static struct spool_io_op *
+io_create(struct event_base *base, struct spool_io *io, const char *hdr, size_t hdrlen,
+    struct evbuffer *body)
+{
+	struct spool_io_op *op, *done = NULL;
+
+	assert_non_null(op = spool_io_op_new(SPOOL_IO_CREATE, "IOMSG"));
+	assert_non_null(op->text = malloc(hdrlen));
+	memcpy(op->text, hdr, hdrlen);
+	op->textlen = hdrlen;
+	op->body = body;
+	assert_non_null(op->event = json_pack("{s:s, s:s}", "event", "message", "status",
+	    "queued"));
+	op->done = io_done;
+	op->arg = &done;
+	spool_io_submit(io, op);
+	while (done == NULL)
+		assert_true(event_base_loop(base, EVLOOP_ONCE) >= 0);
+	return done;
+}
+
+static void
+test_io_publishes_after_the_event(void **state)
+{
+	struct fake_keeper k = { 0, 0, 0, 0 };
+	struct event_base *base;
+	struct spool_io *io;
+	struct spool *sp;
+	struct spool_io_op *op;
+	struct relay_msg msg;
+	struct spool_meta meta;
+	char rcpts[1][RELAY_PATH_MAX] = { "bob@example.org" };
+	char err[256], *hdr;
+	size_t hdrlen;
+	struct evbuffer *body = evbuffer_new();
+
+	(void)state;
+	assert_int_equal(spool_open(tmpdir, SPOOL_CREATE, &sp, err, sizeof(err)), 0);
+	assert_non_null(base = event_base_new());
+	assert_non_null(io = spool_io_new(base, sp, err, sizeof(err)));
+	spool_io_set_audit(io, audit_forwarder(fake_forward, NULL, NULL, &k));
+	small_message("IOMSG", &msg, &meta, rcpts, body, &hdr, &hdrlen);
+
+	/* The event is appended while only the durable temporary file exists;
+	 * the message is published after it. */
+	op = io_create(base, io, hdr, hdrlen, body);
+	assert_int_equal(op->error, 0);
+	assert_int_equal(k.calls, 1);
+	assert_true(k.temp);
+	assert_false(k.published);
+	assert_true(exists_in_queue("IOMSG"));
+	assert_false(exists_in_queue(".IOMSG.tmp"));
+	spool_io_op_free(op);
+	assert_int_equal(spool_remove(sp, SPOOL_QUEUE, "IOMSG"), 0);
+
+	/* The append fails: the op fails and nothing is left, published or not. */
+	k.fail = 1;
+	op = io_create(base, io, hdr, hdrlen, body);
+	assert_int_not_equal(op->error, 0);
+	assert_true(op->audit_failed);
+	assert_int_equal(k.calls, 2);
+	assert_false(k.published);
+	assert_false(exists_in_queue("IOMSG"));
+	assert_false(exists_in_queue(".IOMSG.tmp"));
+	spool_io_op_free(op);
+
+	spool_io_free(io);
+	event_base_free(base);
+	free(hdr);
+	evbuffer_free(body);
+	spool_close(sp);
+}
+
 int
 main(void)
 {
@@ -422,6 +551,8 @@ main(void)
 		cmocka_unit_test(test_state_garbage),
 		cmocka_unit_test(test_id_valid),
 		cmocka_unit_test_setup_teardown(test_files, make_tmp, remove_tmp),
+		cmocka_unit_test_setup_teardown(test_io_publishes_after_the_event, make_tmp,
+		    remove_tmp),
 	};
 
 	return cmocka_run_group_tests_name("spool", tests, NULL, NULL);
