@@ -707,7 +707,6 @@ def test_keeper_dying_during_the_queued_append_leaves_nothing_to_deliver(
     no copy arrives besides the one the client sends again."""
     d, ctl = faulty_daemon(daemon, fault_shim, tmp_path, lambda d: d.audit)
     keeper = d.pids()["keeper"]
-    size = os.path.getsize(d.audit) if os.path.exists(d.audit) else 0
     ctl.write_text("fsync EIO 10000")
     reply = {}
 
@@ -719,8 +718,13 @@ def test_keeper_dying_during_the_queued_append_leaves_nothing_to_deliver(
     t = threading.Thread(target=client, daemon=True)
     t.start()
     # The event is written; its fdatasync sleeps in the shim.
-    wait_for(lambda: os.path.exists(d.audit) and os.path.getsize(d.audit) > size,
-             what="the queued event being written")
+    def queued_written():
+        try:
+            with open(d.audit) as f:
+                return re.search(r'"status":\s*"queued"', f.read())
+        except FileNotFoundError:
+            return None
+    wait_for(queued_written, what="the queued event being written")
     time.sleep(0.2)
     os.kill(keeper, signal.SIGKILL)
     d.proc.wait(timeout=WAIT)
