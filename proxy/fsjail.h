@@ -39,9 +39,9 @@ struct fsjail_id {
  * it), and whether TCP bind and connect stay allowed. What it must never
  * reach: the secrets (the vault, its key sources, another role's TLS key),
  * kept as the identities of each secret and of every directory above it
- * once symbolic links, "..", "//" are resolved; fsjail_apply() refuses a
- * rule on any of them, so no path, bind mount or link to such a directory
- * gets in.
+ * (on its canonical path and wherever a bind mount shows it);
+ * fsjail_apply() refuses a rule on any of them, so no path, bind mount or
+ * link to such a directory gets in.
  */
 struct fsjail {
 	const char	*role;				/* for logs: "smtp", "admin" */
@@ -62,8 +62,9 @@ int	fsjail_add(struct fsjail *j, const char *path, char *err, size_t errlen);
 /*
  * Add a secret no rule of j may reach (NULL or "" is ignored): the identity
  * of realpath(path) and of every directory above it (for a path that does
- * not exist yet, of its nearest existing ancestor and those above). 0, or
- * -1 with err (too many).
+ * not exist yet, of its nearest existing ancestor and those above), and of
+ * the directories above each other place a bind mount shows it at
+ * (/proc/self/mountinfo). 0, or -1 with err (too many).
  */
 int	fsjail_add_secret(struct fsjail *j, const char *path, char *err, size_t errlen);
 
