@@ -73,7 +73,8 @@ void	proc_ready(struct proc_env *env);
  * process, close every fd that is not stdio or in env, have the kernel kill
  * it when the parent dies (PR_SET_PDEATHSIG), ignore SIGINT (a terminal's ^C
  * reaches the whole group; the parent turns it into an ordered stop),
- * SIGPIPE and SIGXFSZ, no core dumps, not dumpable.
+ * SIGPIPE and SIGXFSZ, no core dumps, not dumpable; stdin is /dev/null
+ * for every child but the keeper (which may prompt for the passphrase).
  */
 void	proc_child_init(struct proc_env *env);
 /* After binding: become pd's user, then no core dumps, not dumpable and the
