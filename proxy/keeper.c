@@ -3,9 +3,10 @@
  * any listener exists, it unlocks the vault, opens the audit log, drops
  * privileges, says READY and then answers credstore requests, one at a time,
  * until the parent closes its channel. A request that is malformed in any
- * way (header, bounds, payload fields, a type this channel may not send) is
- * logged and ends the keeper, which ends the daemon: the processes are ours,
- * so a bad message means one of them is no longer behaving as written.
+ * way (header, bounds, payload fields, a type this channel may not send, an
+ * audit event its process does not write) is logged and ends the keeper,
+ * which ends the daemon: the processes are ours, so a bad message means one
+ * of them is no longer behaving as written.
  */
 #include "keeper.h"
 
@@ -35,6 +36,11 @@ _Static_assert(AUDIT_FORWARD_MAX <= KEEPER_REQ_MAX,
 
 #define KEEPER_POLL_SECONDS	1	/* SPEC: a changed vault is live within 2 s */
 #define KEEPER_ERR_MAX		512
+
+/* What keeper_audit_append() makes of a batch. */
+#define KEEPER_AUDIT_OK		0
+#define KEEPER_AUDIT_MALFORMED	1	/* not an audit event */
+#define KEEPER_AUDIT_NOT_ALLOWED 2	/* an event this channel may not write */
 
 /* Requests by channel, with their payload bounds. */
 #define RQ(t, lo, hi)	{ (t), (lo), (hi), IPC_FD_NONE }
@@ -102,6 +108,10 @@ const struct ipc_rule keeper_rules_audit[] = {
 const size_t keeper_n_rules_audit = sizeof(keeper_rules_audit) /
     sizeof(keeper_rules_audit[0]);
 
+const char *const keeper_audit_events_smtp[] = { "reject", NULL };
+const char *const keeper_audit_events_relay[] = { "message", NULL };
+const char *const keeper_audit_events_none[] = { NULL };
+
 static const struct ipc_rule keeper_rules_ready[] = {
 	RQ(KEEPER_READY, 0, 0),
 };
@@ -118,6 +128,7 @@ struct keeper_chan {
 	struct keeper		*k;
 	struct ipc		*ipc;
 	const char		*peer;
+	const char *const	*audit_events;	/* NULL: any */
 	size_t			 idx;
 };
 
@@ -298,17 +309,40 @@ keeper_admin_reply(struct keeper *k, const struct ipc_msg *m, struct ipc_buf *b,
 	keeper_reply(k, m, b);
 }
 
-/* One audit event from the daemon: a JSON object with a string "event". */
+/* Is an event of this name one the channel may write? */
+static int
+keeper_audit_allowed(const char *const *allowed, const char *name)
+{
+	if (allowed == NULL)
+		return 1;
+	for (; *allowed != NULL; allowed++)
+		if (strcmp(*allowed, name) == 0)
+			return 1;
+	return 0;
+}
+
+/*
+ * One audit event from the daemon: a JSON object with a string "event"
+ * that the channel may write (c->audit_events), without the chain's own
+ * fields. NULL with *why (KEEPER_AUDIT_*) when it is not.
+ */
 static json_t *
-keeper_audit_event(const unsigned char *p, size_t len)
+keeper_audit_event(const struct keeper_chan *c, const unsigned char *p, size_t len, int *why)
 {
 	json_error_t jerr;
 	json_t *ev;
 
+	*why = KEEPER_AUDIT_MALFORMED;
 	ev = json_loadb((const char *)p, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (ev == NULL || !json_is_object(ev) || !json_is_string(json_object_get(ev, "event")) ||
 	    json_object_get(ev, "ts") != NULL || json_object_get(ev, "prev") != NULL ||
 	    json_object_get(ev, "mac") != NULL) {
+		json_decref(ev);
+		return NULL;
+	}
+	if (!keeper_audit_allowed(c->audit_events,
+	    json_string_value(json_object_get(ev, "event")))) {
+		*why = KEEPER_AUDIT_NOT_ALLOWED;
 		json_decref(ev);
 		return NULL;
 	}
@@ -318,31 +352,31 @@ keeper_audit_event(const unsigned char *p, size_t len)
 /*
  * A batch of audit events from the daemon, one a line (audit.h: a
  * forwarder's text), appended with one write and one fdatasync: all of them
- * or none.
+ * or none. *refused: KEEPER_AUDIT_OK, or why the batch is a protocol error.
  */
 static int
-keeper_audit_append(struct keeper *k, const unsigned char *p, size_t len, char *err,
-    size_t errlen, int *malformed)
+keeper_audit_append(struct keeper *k, const struct keeper_chan *c, const unsigned char *p,
+    size_t len, char *err, size_t errlen, int *refused)
 {
 	json_t *ev[AUDIT_BATCH_MAX];
 	const unsigned char *nl;
 	size_t n = 0, i, part, step;
 	int rc = -1;
 
-	*malformed = 1;
+	*refused = KEEPER_AUDIT_MALFORMED;
 	while (len > 0) {
 		nl = memchr(p, '\n', len);
 		part = nl != NULL ? (size_t)(nl - p) : len;
 		step = nl != NULL ? part + 1 : part;
 		/* An empty line does not parse; a final newline is refused too. */
 		if (n == AUDIT_BATCH_MAX || (nl != NULL && step == len) ||
-		    (ev[n] = keeper_audit_event(p, part)) == NULL)
+		    (ev[n] = keeper_audit_event(c, p, part, refused)) == NULL)
 			goto done;
 		n++;
 		p += step;
 		len -= step;
 	}
-	*malformed = 0;
+	*refused = KEEPER_AUDIT_OK;
 	rc = audit_append_many(k->audit, ev, n, NULL, err, errlen);
 done:
 	for (i = 0; i < n; i++)
@@ -372,7 +406,7 @@ keeper_recv(struct ipc *ipc, const struct ipc_msg *m, void *arg)
 	size_t pwlen;
 	uint32_t version = 0, action, ok;
 	uint64_t idx;
-	int rc, malformed;
+	int rc, refused;
 
 	k->ipc = c->ipc;
 	k->peer = c->peer;
@@ -505,8 +539,10 @@ keeper_recv(struct ipc *ipc, const struct ipc_msg *m, void *arg)
 		return;
 	case KEEPER_AUDIT_APPEND:
 		/* The whole payload is the events' JSON texts, one a line. */
-		rc = keeper_audit_append(k, m->data, m->len, err, sizeof(err), &malformed);
-		if (malformed)
+		rc = keeper_audit_append(k, c, m->data, m->len, err, sizeof(err), &refused);
+		if (refused == KEEPER_AUDIT_NOT_ALLOWED)
+			keeper_refuse(k, m->type, "an audit event this channel may not write");
+		if (refused != KEEPER_AUDIT_OK)
 			keeper_refuse(k, m->type, "not an audit event");
 		ipc_put_u32(&b, rc == 0 ? 0 : 1);
 		ipc_put_str(&b, rc == 0 ? "" : err);
@@ -570,6 +606,7 @@ keeper_serve(const struct keeper_channel *ch, size_t n, struct credstore *cs,
 	for (i = 0; i < n; i++) {
 		k.chan[i].k = &k;
 		k.chan[i].peer = ch[i].peer;
+		k.chan[i].audit_events = ch[i].audit_events;
 		k.chan[i].idx = i;
 		if ((k.chan[i].ipc = ipc_new(k.base, ch[i].fd, ch[i].peer, ch[i].rules,
 		    ch[i].n_rules, keeper_recv, keeper_event, &k.chan[i])) == NULL)
@@ -600,15 +637,16 @@ keeper_child(struct cli *cli, const struct privdrop *pd, keeper_open_fn *open_va
 {
 	const struct keeper_channel ch[KEEPER_CHANNELS] = {
 		[KEEPER_CH_PARENT] = { fds[KEEPER_CH_PARENT], "parent", keeper_rules_parent,
-		    sizeof(keeper_rules_parent) / sizeof(keeper_rules_parent[0]) },
+		    sizeof(keeper_rules_parent) / sizeof(keeper_rules_parent[0]),
+		    keeper_audit_events_none },
 		[KEEPER_CH_RELAY] = { fds[KEEPER_CH_RELAY], "relay", keeper_rules_relay,
-		    keeper_n_rules_relay },
+		    keeper_n_rules_relay, keeper_audit_events_relay },
 		[KEEPER_CH_QUEUE_IO] = { fds[KEEPER_CH_QUEUE_IO], "queue-io", keeper_rules_audit,
-		    keeper_n_rules_audit },
+		    keeper_n_rules_audit, keeper_audit_events_relay },
 		[KEEPER_CH_SMTP] = { fds[KEEPER_CH_SMTP], "smtp", keeper_rules_smtp,
-		    keeper_n_rules_smtp },
+		    keeper_n_rules_smtp, keeper_audit_events_smtp },
 		[KEEPER_CH_ADMIN] = { fds[KEEPER_CH_ADMIN], "admin", keeper_rules_admin,
-		    keeper_n_rules_admin },
+		    keeper_n_rules_admin, keeper_audit_events_none },
 	};
 	unsigned char key[VAULT_KEY_BYTES];
 	struct credstore *cs;

@@ -89,7 +89,19 @@ struct keeper_channel {
 	const char		*peer;
 	const struct ipc_rule	*rules;
 	size_t			 n_rules;
+	/* The audit events ("event" names) its KEEPER_AUDIT_APPEND may write, a
+	 * NULL-terminated list; another is a protocol error. NULL: any (the
+	 * daemon's table, which stands for every process at once). */
+	const char *const	*audit_events;
 };
+
+/* Each process's audit events: the front end writes refusals only, the
+ * relay and its queue I/O thread the messages' events; the admin process
+ * and the parent append none (admin events are made here, from
+ * KEEPER_ADMIN_AUDIT, and so are account events). */
+extern const char *const keeper_audit_events_smtp[];
+extern const char *const keeper_audit_events_relay[];
+extern const char *const keeper_audit_events_none[];
 
 /*
  * Fork the keeper: it unlocks the vault (open_vault: cli_open_vault, which

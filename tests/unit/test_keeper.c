@@ -111,7 +111,8 @@ teardown(void **state)
  * not NULL, with those rules under the name peer. Its log goes to *logfd.
  */
 static pid_t
-keeper_fork_with(const struct ipc_rule *rules, size_t n_rules, const char *peer, int *fd,
+keeper_fork_with(const struct ipc_rule *rules, size_t n_rules, const char *const *events,
+    const char *peer, int *fd,
     int *fd2, int *logfd)
 {
 	struct vault_keysrc src;
@@ -148,8 +149,8 @@ keeper_fork_with(const struct ipc_rule *rules, size_t n_rules, const char *peer,
 		credstore_set_audit(cs, a);
 		{
 			const struct keeper_channel ch[2] = {
-				{ sv[1], "daemon", keeper_rules_daemon, keeper_n_rules_daemon },
-				{ sv2[1], peer, rules, n_rules },
+				{ sv[1], "daemon", keeper_rules_daemon, keeper_n_rules_daemon, NULL },
+				{ sv2[1], peer, rules, n_rules, events },
 			};
 
 			keeper_serve(ch, rules != NULL ? 2 : 1, cs, a);
@@ -167,7 +168,7 @@ keeper_fork_with(const struct ipc_rule *rules, size_t n_rules, const char *peer,
 static pid_t
 keeper_fork(int *fd, int *logfd)
 {
-	return keeper_fork_with(NULL, 0, NULL, fd, NULL, logfd);
+	return keeper_fork_with(NULL, 0, NULL, NULL, fd, NULL, logfd);
 }
 
 static int
@@ -419,8 +420,8 @@ test_keeper_channel_rules(void **state)
 
 	assert_non_null(rbuf = malloc(IPC_MSG_MAX));
 	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		pid = keeper_fork_with(cases[i].rules, *cases[i].n_rules, cases[i].peer, &fd, &fd2,
-		    &logfd);
+		pid = keeper_fork_with(cases[i].rules, *cases[i].n_rules, NULL, cases[i].peer, &fd,
+		    &fd2, &logfd);
 		if (cases[i].allowed != 0) {
 			r = reply;
 			r.type = (uint16_t)(cases[i].allowed | KEEPER_REPLY);
@@ -451,6 +452,89 @@ test_keeper_channel_rules(void **state)
 	free(rbuf);
 }
 
+/*
+ * Each channel may write only its own process's audit events: a front end
+ * that appends a "message" (or any event but "reject") ends the keeper, and
+ * nothing of its batch reaches the log, so a compromised front end cannot
+ * forge a delivery or an admin login in the chain.
+ */
+static void
+test_keeper_audit_events_per_channel(void **state)
+{
+	static const struct {
+		const char		*peer;
+		const struct ipc_rule	*rules;
+		const size_t		*n_rules;
+		const char *const	*events;
+		const char		*allowed;	/* appended first */
+		const char		*refused;
+	} cases[] = {
+		{ "smtp", keeper_rules_smtp, &keeper_n_rules_smtp, keeper_audit_events_smtp,
+		    "{\"event\":\"reject\",\"reason\":\"ok-smtp\"}",
+		    "{\"event\":\"message\",\"status\":\"delivered\",\"queue_id\":\"forged-1\"}" },
+		{ "smtp", keeper_rules_smtp, &keeper_n_rules_smtp, keeper_audit_events_smtp,
+		    NULL, "{\"event\":\"admin\",\"user\":\"forged-2\"}" },
+		{ "smtp", keeper_rules_smtp, &keeper_n_rules_smtp, keeper_audit_events_smtp,
+		    NULL, "{\"event\":\"reject\",\"reason\":\"forged-3\"}\n"
+		    "{\"event\":\"vault\",\"by\":\"forged-3\"}" },
+		{ "relay", keeper_rules_relay, &keeper_n_rules_relay, keeper_audit_events_relay,
+		    "{\"event\":\"message\",\"queue_id\":\"ok-relay\"}",
+		    "{\"event\":\"account\",\"by\":\"forged-4\"}" },
+		{ "queue-io", keeper_rules_audit, &keeper_n_rules_audit, keeper_audit_events_relay,
+		    "{\"event\":\"message\",\"queue_id\":\"ok-queue\"}",
+		    "{\"event\":\"reject\",\"reason\":\"forged-5\"}" },
+	};
+	const struct ipc_rule reply = { KEEPER_AUDIT_APPEND | KEEPER_REPLY, 0, KEEPER_REPLY_MAX,
+	    IPC_FD_NONE };
+	unsigned char *rbuf;
+	char log[LOG_MAX], err[ERRLEN];
+	uint8_t *text;
+	struct ipc_msg m;
+	struct ipc_rd r;
+	struct pollfd pfd;
+	size_t i, len;
+	int fd, fd2, logfd, st;
+	pid_t pid;
+
+	assert_non_null(rbuf = malloc(IPC_MSG_MAX));
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		pid = keeper_fork_with(cases[i].rules, *cases[i].n_rules, cases[i].events,
+		    cases[i].peer, &fd, &fd2, &logfd);
+		if (cases[i].allowed != NULL) {
+			assert_int_equal(ipc_send_sync(fd2, KEEPER_AUDIT_APPEND, 1, -1,
+			    cases[i].allowed, strlen(cases[i].allowed), err, sizeof(err)), 0);
+			assert_int_equal(ipc_recv_sync(fd2, &reply, 1, rbuf, IPC_MSG_MAX, &m, err,
+			    sizeof(err)), 0);
+			r = (struct ipc_rd){ m.data, m.len, 0, 0 };
+			assert_int_equal(ipc_get_u32(&r), 0);
+		}
+		assert_int_equal(ipc_send_sync(fd2, KEEPER_AUDIT_APPEND, 2, -1, cases[i].refused,
+		    strlen(cases[i].refused), err, sizeof(err)), 0);
+		/* No answer: the channel closes (a keeper that took it would hang
+		 * this test in keeper_wait()). */
+		pfd.fd = fd2;
+		pfd.events = POLLIN;
+		if (poll(&pfd, 1, WAIT_MS) != 1 || recv(fd2, rbuf, IPC_MSG_MAX, 0) != 0) {
+			kill(pid, SIGKILL);
+			fail_msg("%s case %zu: the keeper took the event", cases[i].peer, i);
+		}
+		st = keeper_wait(pid, logfd, log, sizeof(log));
+		if (!WIFEXITED(st) || WEXITSTATUS(st) != IPC_EXIT_FATAL)
+			fail_msg("%s case %zu: status 0x%x, log: %s", cases[i].peer, i, st, log);
+		if (strstr(log, "may not write") == NULL)
+			fail_msg("%s case %zu: log: %s", cases[i].peer, i, log);
+		close(fd);
+		close(fd2);
+	}
+	free(rbuf);
+	assert_int_equal(file_read_all(fx.audit, 1024 * 1024, &text, &len), 0);
+	assert_non_null(memmem(text, len, "ok-smtp", 7));
+	assert_non_null(memmem(text, len, "ok-relay", 8));
+	assert_non_null(memmem(text, len, "ok-queue", 8));
+	assert_null(memmem(text, len, "forged-", 7));
+	free(text);
+}
+
 int
 main(void)
 {
@@ -458,6 +542,7 @@ main(void)
 		cmocka_unit_test(test_keeper_answers_like_the_vault),
 		cmocka_unit_test(test_keeper_refuses_malformed_requests),
 		cmocka_unit_test(test_keeper_channel_rules),
+		cmocka_unit_test(test_keeper_audit_events_per_channel),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

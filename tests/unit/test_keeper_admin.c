@@ -139,8 +139,9 @@ keeper_fork(int *pfd, int *afd, int *logfd)
 		credstore_set_audit(cs, a);
 		{
 			const struct keeper_channel ch[2] = {
-				{ sp[1], "parent", keeper_rules_daemon, keeper_n_rules_daemon },
-				{ sa[1], "admin", keeper_rules_admin, keeper_n_rules_admin },
+				{ sp[1], "parent", keeper_rules_daemon, keeper_n_rules_daemon, NULL },
+				{ sa[1], "admin", keeper_rules_admin, keeper_n_rules_admin,
+				    keeper_audit_events_none },
 			};
 
 			keeper_serve(ch, 2, cs, a);
