@@ -592,7 +592,8 @@ relay_done(void *arg, const struct smtp_outcome *o)
 	    evbuffer_get_length(e->msg->data), smtp_stage_name(o->stage), res.code, res.enhanced,
 	    elapsed_ms(&e->start), log_escape(esc, sizeof(esc), o->text, strlen(o->text)));
 	if (r->audit == NULL) {
-		e->cb(e->arg, &res);
+		if (e->cb != NULL)
+			e->cb(e->arg, &res);
 		entry_free(e);
 		return;
 	}
@@ -670,18 +671,34 @@ relay_cancel(struct relay *r, void *arg)
 	}
 	for (e = TAILQ_FIRST(&r->entries); e != NULL; e = next) {
 		next = TAILQ_NEXT(e, entry);
-		if (e->arg != arg)
+		if (e->cb == NULL || e->arg != arg)
 			continue;
-		log_info("event=relay_cancel queue_id=%s account=%s", e->msg->queue_id,
-		    e->msg->account);
-		TAILQ_REMOVE(&r->entries, e, entry);
-		upstream_pool_cancel(r->pool, e->job);
-		entry_free(e);
+		if (upstream_pool_withdraw(r->pool, e->job) == 0) {
+			/* Nothing of it went upstream. */
+			log_info("event=relay_cancel queue_id=%s account=%s action=withdrawn",
+			    e->msg->queue_id, e->msg->account);
+			TAILQ_REMOVE(&r->entries, e, entry);
+			quota_give_back(&e->ticket, e->ticket.msgs, e->ticket.rcpts);
+			entry_free(e);
+			continue;
+		}
+		/*
+		 * On its way upstream, or done there: closing the session now
+		 * could still leave the message delivered, unrecorded. It
+		 * finishes and its event is written; nobody is answered.
+		 */
+		log_info("event=relay_cancel queue_id=%s account=%s action=finish",
+		    e->msg->queue_id, e->msg->account);
+		e->cb = NULL;
+		e->arg = NULL;
 	}
 	/* Done upstream: its event is still written, but nobody is answered. */
-	TAILQ_FOREACH(e, &r->audit_wait, entry)
-		if (e->arg == arg)
+	TAILQ_FOREACH(e, &r->audit_wait, entry) {
+		if (e->cb != NULL && e->arg == arg) {
 			e->cb = NULL;
+			e->arg = NULL;
+		}
+	}
 }
 
 static void

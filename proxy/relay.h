@@ -96,7 +96,8 @@ void	relay_set_audit(struct relay *r, struct audit *a, struct audit *own);
  */
 int	relay_submit(struct relay *r, struct relay_msg *msg, relay_cb *cb, void *arg,
 	    struct relay_result *res);
-/* The session behind arg is going away: never call its callback. */
+/* The session behind arg is going away: never call its callback. A
+ * message that has started upstream still finishes and is audited. */
 void	relay_cancel(struct relay *r, void *arg);
 
 /* Stop taking messages; done() runs when everything in flight is finished. */

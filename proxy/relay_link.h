@@ -31,9 +31,10 @@
  *    is on disk (queue) or accepted upstream (direct);
  *  - when a session goes away before its reply, relay_link_cancel() tells
  *    the relay, which calls relay_cancel(): in queue mode the message stays
- *    queued and is delivered (RFC 5321 6.1), in direct mode the upstream
- *    attempt is abandoned, exactly as in one process; a RESULT already on
- *    its way is dropped;
+ *    queued and is delivered (RFC 5321 6.1), in direct mode a message still
+ *    waiting for an upstream session is dropped and one already upstream
+ *    finishes and is audited, exactly as in one process; a RESULT already
+ *    on its way is dropped;
  *  - when the link dies (the other process is gone), each pending submit
  *    is answered 451 4.3.0 once and new ones are refused with 451 4.3.0.
  *    The message may still have been queued or delivered: the client

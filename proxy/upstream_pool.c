@@ -798,6 +798,15 @@ upstream_pool_cancel(struct upstream_pool *p, struct upstream_job *job)
 	pool_check_drained(p);
 }
 
+int
+upstream_pool_withdraw(struct upstream_pool *p, struct upstream_job *job)
+{
+	if (job->state != JOB_WAITING)
+		return -1;
+	upstream_pool_cancel(p, job);
+	return 0;
+}
+
 void
 upstream_pool_release(struct upstream_pool *p, const char *account)
 {

@@ -61,10 +61,19 @@ struct upstream_job *upstream_pool_send(struct upstream_pool *p, const struct re
 	    uint64_t wait_max, upstream_pool_cb *cb, void *arg);
 /*
  * Never call the job's callback; stop using its message before returning.
- * A message already being sent is aborted by closing its session (the
- * upstream discards an unfinished DATA).
+ * A message already being sent is aborted by closing its session: the
+ * upstream discards an unfinished DATA, but one whose end went out may
+ * still be delivered, and a reply already read is lost.
  */
 void	upstream_pool_cancel(struct upstream_pool *p, struct upstream_job *job);
+/*
+ * Nobody waits for the job's outcome any more. A job still waiting for a
+ * session (nothing of it has gone upstream) is cancelled: 0, and its
+ * callback never runs. One already on a session, or done, is left to
+ * finish: -1, and its callback runs as usual, so that a message the
+ * upstream may have taken is always recorded.
+ */
+int	upstream_pool_withdraw(struct upstream_pool *p, struct upstream_job *job);
 
 /*
  * Lift the hold after a refused credential for account (the operator asked

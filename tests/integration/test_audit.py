@@ -11,6 +11,7 @@ import base64
 import json
 import os
 import re
+import signal
 import smtplib
 import time
 
@@ -369,3 +370,38 @@ def test_secrets_sweep(daemon, gmail):
             for n in needles:
                 assert n not in data, f"{path} holds a secret ({n[:4]!r}...)"
     assert checked >= 4                    # vault, key, audit log, stderr at least
+
+
+
+# ---- nobody left to answer -------------------------------------------------
+
+def test_front_end_gone_after_the_dot_is_still_audited(daemon, gmail):
+    """Direct mode: the message has gone upstream, the upstream answers late,
+    and meanwhile the front end dies (its link to the relay closes, which
+    cancels every message in flight). The relay must not cut the upstream
+    session and leave a delivered message unrecorded: the delivery finishes
+    while the daemon stops, and its event is written."""
+    d = daemon()
+    gmail.script("MESSAGE", "message_ok", delay=1.0)
+    s = d.smtp()
+    s.ehlo("printer-3")
+    assert s.mail(DEFAULT_ACCOUNT)[0] == 250
+    assert s.rcpt("someone@example.net")[0] == 250
+    s.putcmd("data")
+    assert s.getreply()[0] == 354
+    s.send(message(subject="front end gone", msgid="<gone-1@test.lan>").encode() + b".\r\n")
+    gmail.wait_for(lambda: gmail.messages, what="the message reaches the upstream")
+    os.kill(d.pids()["smtp"], signal.SIGKILL)
+    s.close()
+    try:
+        rc = d.proc.wait(30)
+    except Exception:
+        pytest.fail(f"the daemon did not exit; stderr:\n{d.log()}")
+    assert rc > 0, rc
+    d.proc = None           # ended already: not the fixture's to stop
+    assert len(gmail.delivered) == 1
+    e = events(d, "message", message_id="<gone-1@test.lan>")
+    assert e, "no event for a message the upstream took:\n" + d.log()
+    assert e[-1]["status"] == "delivered"
+    assert e[-1]["upstream_reply"].startswith("250 ")
+    assert d.cli("audit", "verify")[0] == 0

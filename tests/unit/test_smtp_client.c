@@ -1757,7 +1757,9 @@ rt_run_for(struct rtest *t, int ms)
 }
 
 /* Cancel: the callback never runs, whether the message was still waiting
- * or already being sent (its session is dropped). Drain: new messages get
+ * (withdrawn: nothing connects) or already being sent (it finishes upstream,
+ * so that a message the upstream may take is never cut off unrecorded; here
+ * the server goes away before it answers the dot). Drain: new messages get
  * 421 4.3.2, and done() runs when nothing is left. */
 static void
 test_relay_cancel_and_drain(void **state)
@@ -1784,7 +1786,7 @@ test_relay_cancel_and_drain(void **state)
 	rt_finish(&t);
 	assert_int_equal(t.n_called, 0);
 
-	/* Sending: the session is closed under it. */
+	/* Sending: it goes on until the upstream has answered or gone. */
 	fake_start(&f, script, &cert_good);
 	rt_start(&t, f.port, 1);
 	rt_submit(&t, 0, msg_new("a@x.test", rcpt1, 1, "m1"));
