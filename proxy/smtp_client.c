@@ -1117,6 +1117,24 @@ txn_finish(struct smtp_client *c, const struct smtp_outcome *o)
 	client_notify(c, SMTP_CLIENT_READY, &c->out);
 }
 
+/*
+ * The transaction is over with outcome o, and so is the session: QUIT, and
+ * closed whatever the reply (quit_resp). The owner gets DONE now and CLOSED
+ * at the end, never READY: the session is not reused.
+ */
+static void
+txn_finish_quit(struct smtp_client *c, const struct smtp_outcome *o)
+{
+	c->msg = NULL;
+	c->body_out = SMTP_BODY_IDLE;
+	evtimer_del(c->timer);
+	log_info("upstream id=%s host=%s port=%u event=quit_after_refusal code=%d", c->id,
+	    c->t.host, c->t.port, o->code);
+	client_cmd(c, "QUIT");
+	client_expect(c, SMTP_ST_QUIT);
+	client_notify(c, SMTP_CLIENT_DONE, o);
+}
+
 /* Remember the first refusal of the transaction. */
 static void
 txn_refused(struct smtp_client *c, enum smtp_stage stage)
@@ -1328,7 +1346,11 @@ dot_resp(struct smtp_client *c)
 /*
  * The reply to BDAT LAST means what a reply to the final dot means. After
  * a refusal in the envelope (one-flight BDAT), the transaction ends with
- * that refusal whatever BDAT got: the message has nobody to go to.
+ * that refusal whatever BDAT got: the message has nobody to go to. Nor is
+ * the session used again: the chunk went out behind the refused command,
+ * and a server that refused BDAT without reading the chunk (RFC 3030 says
+ * it must read it) would take the LAN client's bytes for commands, and
+ * their replies for ours.
  */
 static void
 bdat_resp(struct smtp_client *c)
@@ -1340,7 +1362,10 @@ bdat_resp(struct smtp_client *c)
 		return;
 	}
 	if (c->txn_failed) {
-		txn_finish(c, &c->txn_fail);
+		if (txn_one_flight(c))
+			txn_finish_quit(c, &c->txn_fail);
+		else
+			txn_finish(c, &c->txn_fail);
 		return;
 	}
 	dot_resp(c);

@@ -1023,9 +1023,9 @@ test_chunking_one_flight(void **state)
 }
 
 /*
- * Replies to BDAT are read like replies to the final dot; a refused
- * recipient in the one flight is the message's reply, whatever BDAT got,
- * and the session goes on.
+ * Replies to BDAT are read like replies to the final dot: a refused chunk
+ * after an accepted envelope is the message's reply, and the session goes
+ * on; a 421 ends it.
  */
 static void
 test_chunking_refusals(void **state)
@@ -1038,14 +1038,8 @@ test_chunking_refusals(void **state)
 		"C: MAIL FROM:<s@x.test> SIZE=1",
 		"C: RCPT TO:<r@y.test>",
 		"C: BDAT 3 LAST",
-		"C: x",
-		"S: 250 OK\r\n550 5.1.1 no such user\r\n554 5.5.1 No valid recipients",
-		"C: RSET",
-		"C: MAIL FROM:<s@x.test> SIZE=1",
-		"C: RCPT TO:<r@y.test>",
-		"C: BDAT 3 LAST",
 		"C: y",
-		"S: 250 OK\r\n250 OK\r\n250 OK\r\n"
+		"S: 250 OK\r\n250 OK\r\n"
 		"552-5.3.4 Your message exceeded Google's message size limits.\r\n"
 		"552 5.3.4 See https://support.google.com x - gsmtp",
 		"C: RSET",
@@ -1060,28 +1054,93 @@ test_chunking_refusals(void **state)
 	struct drive d = { 0 };
 	struct fake f;
 
-	d.msgs[d.n_msgs++] = msg_new("s@x.test", rcpt1, 1, "x");
 	d.msgs[d.n_msgs++] = msg_new("s@x.test", rcpt1, 1, "y");
 	d.msgs[d.n_msgs++] = msg_new("s@x.test", rcpt1, 1, "z");
 	drive_run(&d, &f, script, &cert_good, "127.0.0.1", UPSTREAM_TLS_STARTTLS);
 	assert_false(f.failed);
-	assert_int_equal(d.n_done, 3);
+	assert_int_equal(d.n_done, 2);
 	assert_int_equal(d.done[0].error, SMTP_ERR_REPLY);
-	assert_int_equal(d.done[0].stage, SMTP_STAGE_RCPT);
-	assert_int_equal(d.done[0].code, 550);
-	assert_string_equal(d.done[0].enhanced, "5.1.1");
-	assert_false(d.done[0].temporary);
-	assert_int_equal(d.done[1].error, SMTP_ERR_REPLY);
+	assert_int_equal(d.done[0].stage, SMTP_STAGE_DATA);
+	assert_int_equal(d.done[0].code, 552);
+	assert_string_equal(d.done[0].enhanced, "5.3.4");
+	assert_non_null(strstr(d.done[0].text, "size limits"));
 	assert_int_equal(d.done[1].stage, SMTP_STAGE_DATA);
-	assert_int_equal(d.done[1].code, 552);
-	assert_string_equal(d.done[1].enhanced, "5.3.4");
-	assert_non_null(strstr(d.done[1].text, "size limits"));
-	assert_int_equal(d.done[2].stage, SMTP_STAGE_DATA);
-	assert_int_equal(d.done[2].code, 421);
-	assert_true(d.done[2].temporary);
+	assert_int_equal(d.done[1].code, 421);
+	assert_true(d.done[1].temporary);
 	assert_int_equal(d.n_closed, 1);
 	drive_free(&d);
 	fake_free(&f);
+}
+
+/*
+ * A refused MAIL or RCPT in the one flight is the message's reply, whatever
+ * BDAT got, and the session ends with QUIT: the chunk went out behind the
+ * refusal, and a server that did not read it as data would take the LAN
+ * client's bytes for commands. The next message is not sent on it.
+ */
+static void
+test_chunking_envelope_refusal_quits(void **state)
+{
+	static const char *const rcpt_refused[] = {
+		START_STARTTLS,
+		EHLO_TLS_CHUNKING,
+		"C: " TEST_PLAIN,
+		"S: 235 2.7.0 Accepted",
+		"C: MAIL FROM:<s@x.test> SIZE=1",
+		"C: RCPT TO:<r@y.test>",
+		"C: BDAT 3 LAST",
+		"C: x",
+		"S: 250 OK\r\n550 5.1.1 no such user\r\n554 5.5.1 No valid recipients",
+		"C: QUIT",
+		"S: 221 bye",
+		"EOF",
+		NULL,
+	};
+	static const char *const mail_refused[] = {
+		START_STARTTLS,
+		EHLO_TLS_CHUNKING,
+		"C: " TEST_PLAIN,
+		"S: 235 2.7.0 Accepted",
+		"C: MAIL FROM:<s@x.test> SIZE=1",
+		"C: RCPT TO:<r@y.test>",
+		"C: BDAT 3 LAST",
+		"C: x",
+		"S: 550 5.7.1 sender refused\r\n503 5.5.1 MAIL first\r\n503 5.5.1 MAIL first",
+		"C: QUIT",
+		"S: 221 bye",
+		"EOF",
+		NULL,
+	};
+	static const struct {
+		const char *const	*script;
+		enum smtp_stage		 stage;
+		int			 code;
+	} cases[] = {
+		{ rcpt_refused, SMTP_STAGE_RCPT, 550 },
+		{ mail_refused, SMTP_STAGE_MAIL, 550 },
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct drive d = { 0 };
+		struct fake f;
+
+		d.msgs[d.n_msgs++] = msg_new("s@x.test", rcpt1, 1, "x");
+		d.msgs[d.n_msgs++] = msg_new("s@x.test", rcpt1, 1, "next");
+		drive_run(&d, &f, cases[i].script, &cert_good, "127.0.0.1",
+		    UPSTREAM_TLS_STARTTLS);
+		assert_false(f.failed);
+		assert_int_equal(d.n_done, 1);
+		assert_int_equal(d.done[0].error, SMTP_ERR_REPLY);
+		assert_int_equal(d.done[0].stage, cases[i].stage);
+		assert_int_equal(d.done[0].code, cases[i].code);
+		assert_int_equal(d.n_ready, 1);
+		assert_int_equal(d.n_closed, 1);
+		assert_false(transcript_has(&f, "RSET"));
+		assert_false(transcript_has(&f, "next"));
+		drive_free(&d);
+		fake_free(&f);
+	}
 }
 
 /*
@@ -1968,6 +2027,7 @@ main(void)
 		cmocka_unit_test(test_rcpt_refused_pipelined),
 		cmocka_unit_test(test_pipelined_421_then_close),
 		cmocka_unit_test(test_chunking_one_flight),
+		cmocka_unit_test(test_chunking_envelope_refusal_quits),
 		cmocka_unit_test(test_chunking_refusals),
 		cmocka_unit_test(test_chunking_several_recipients),
 		cmocka_unit_test(test_size_limit),
