@@ -1072,6 +1072,17 @@ test_chunking_refusals(void **state)
 	fake_free(&f);
 }
 
+/* Logged in, then one message "x" in one flight. */
+#define ONE_FLIGHT_X \
+		START_STARTTLS, \
+		EHLO_TLS_CHUNKING, \
+		"C: " TEST_PLAIN, \
+		"S: 235 2.7.0 Accepted", \
+		"C: MAIL FROM:<s@x.test> SIZE=1", \
+		"C: RCPT TO:<r@y.test>", \
+		"C: BDAT 3 LAST", \
+		"C: x"
+
 /*
  * A refused MAIL or RCPT in the one flight is the message's reply, whatever
  * BDAT got, and the session ends with QUIT: the chunk went out behind the
@@ -1082,14 +1093,7 @@ static void
 test_chunking_envelope_refusal_quits(void **state)
 {
 	static const char *const rcpt_refused[] = {
-		START_STARTTLS,
-		EHLO_TLS_CHUNKING,
-		"C: " TEST_PLAIN,
-		"S: 235 2.7.0 Accepted",
-		"C: MAIL FROM:<s@x.test> SIZE=1",
-		"C: RCPT TO:<r@y.test>",
-		"C: BDAT 3 LAST",
-		"C: x",
+		ONE_FLIGHT_X,
 		"S: 250 OK\r\n550 5.1.1 no such user\r\n554 5.5.1 No valid recipients",
 		"C: QUIT",
 		"S: 221 bye",
@@ -1097,14 +1101,7 @@ test_chunking_envelope_refusal_quits(void **state)
 		NULL,
 	};
 	static const char *const mail_refused[] = {
-		START_STARTTLS,
-		EHLO_TLS_CHUNKING,
-		"C: " TEST_PLAIN,
-		"S: 235 2.7.0 Accepted",
-		"C: MAIL FROM:<s@x.test> SIZE=1",
-		"C: RCPT TO:<r@y.test>",
-		"C: BDAT 3 LAST",
-		"C: x",
+		ONE_FLIGHT_X,
 		"S: 550 5.7.1 sender refused\r\n503 5.5.1 MAIL first\r\n503 5.5.1 MAIL first",
 		"C: QUIT",
 		"S: 221 bye",
