@@ -42,43 +42,62 @@ _Static_assert(AUDIT_FORWARD_MAX <= KEEPER_REQ_MAX,
 #define KEEPER_AUDIT_MALFORMED	1	/* not an audit event */
 #define KEEPER_AUDIT_NOT_ALLOWED 2	/* an event this channel may not write */
 
-/* Requests by channel, with their payload bounds. */
+/*
+ * Each request's payload bounds, once; the channels' tables below list
+ * which of them each channel may make.
+ */
 #define RQ(t, lo, hi)	{ (t), (lo), (hi), IPC_FD_NONE }
+#define RQ_RESOLVE	RQ(KEEPER_RESOLVE, 2, 2 + VAULT_ADDR_MAX)
+#define RQ_INFO	RQ(KEEPER_INFO, 2, 2 + VAULT_ADDR_MAX)
+#define RQ_FETCH	RQ(KEEPER_FETCH, 2, 2 + VAULT_ADDR_MAX)
+#define RQ_REPORT_AUTH	RQ(KEEPER_REPORT_AUTH, 12, 2 + VAULT_ADDR_MAX + 8 + 2 + KEEPER_STR_MAX)
+#define RQ_HEALTHY	RQ(KEEPER_HEALTHY, 0, 0)
+#define RQ_COUNT	RQ(KEEPER_COUNT, 0, 0)
+#define RQ_VIEW	RQ(KEEPER_VIEW, 8, 8)
+#define RQ_ADD	RQ(KEEPER_ADD, 1, KEEPER_REQ_MAX)
+#define RQ_ROTATE	RQ(KEEPER_ROTATE, 1, KEEPER_REQ_MAX)
+#define RQ_ROLLBACK	RQ(KEEPER_ROLLBACK, 14, 3 * (6 + VAULT_ADDR_MAX))
+#define RQ_REMOVE	RQ(KEEPER_REMOVE, 14, 3 * (6 + VAULT_ADDR_MAX))
+#define RQ_ADMIN_VERIFY	RQ(KEEPER_ADMIN_VERIFY, KEEPER_VERIFY_REQ_MIN, KEEPER_VERIFY_REQ_MAX)
+#define RQ_ADMIN_AUDIT	RQ(KEEPER_ADMIN_AUDIT, 22, 4 + 3 * (6 + KEEPER_STR_MAX))
+#define RQ_AUDIT_APPEND	RQ(KEEPER_AUDIT_APPEND, 3, KEEPER_REQ_MAX)
+#define RQ_AUDIT_REOPEN	RQ(KEEPER_AUDIT_REOPEN, 0, 0)
+
 const struct ipc_rule keeper_rules_daemon[] = {
-	RQ(KEEPER_RESOLVE, 2, 2 + VAULT_ADDR_MAX),
-	RQ(KEEPER_INFO, 2, 2 + VAULT_ADDR_MAX),
-	RQ(KEEPER_FETCH, 2, 2 + VAULT_ADDR_MAX),
-	RQ(KEEPER_REPORT_AUTH, 12, 2 + VAULT_ADDR_MAX + 8 + 2 + KEEPER_STR_MAX),
-	RQ(KEEPER_HEALTHY, 0, 0),
-	RQ(KEEPER_COUNT, 0, 0),
-	RQ(KEEPER_VIEW, 8, 8),
-	RQ(KEEPER_ADD, 1, KEEPER_REQ_MAX),
-	RQ(KEEPER_ROTATE, 1, KEEPER_REQ_MAX),
-	RQ(KEEPER_ROLLBACK, 14, 3 * (6 + VAULT_ADDR_MAX)),
-	RQ(KEEPER_REMOVE, 14, 3 * (6 + VAULT_ADDR_MAX)),
-	RQ(KEEPER_ADMIN_VERIFY, KEEPER_VERIFY_REQ_MIN, KEEPER_VERIFY_REQ_MAX),
-	RQ(KEEPER_ADMIN_AUDIT, 22, 4 + 3 * (6 + KEEPER_STR_MAX)),
-	RQ(KEEPER_AUDIT_APPEND, 3, KEEPER_REQ_MAX),
-	RQ(KEEPER_AUDIT_REOPEN, 0, 0),
+	RQ_RESOLVE,
+	RQ_INFO,
+	RQ_FETCH,
+	RQ_REPORT_AUTH,
+	RQ_HEALTHY,
+	RQ_COUNT,
+	RQ_VIEW,
+	RQ_ADD,
+	RQ_ROTATE,
+	RQ_ROLLBACK,
+	RQ_REMOVE,
+	RQ_ADMIN_VERIFY,
+	RQ_ADMIN_AUDIT,
+	RQ_AUDIT_APPEND,
+	RQ_AUDIT_REOPEN,
 };
 const size_t keeper_n_rules_daemon = sizeof(keeper_rules_daemon) /
     sizeof(keeper_rules_daemon[0]);
 
 /* The relay: one credential per upstream login and its result, audit. */
 const struct ipc_rule keeper_rules_relay[] = {
-	RQ(KEEPER_INFO, 2, 2 + VAULT_ADDR_MAX),
-	RQ(KEEPER_FETCH, 2, 2 + VAULT_ADDR_MAX),
-	RQ(KEEPER_REPORT_AUTH, 12, 2 + VAULT_ADDR_MAX + 8 + 2 + KEEPER_STR_MAX),
-	RQ(KEEPER_AUDIT_APPEND, 3, KEEPER_REQ_MAX),
-	RQ(KEEPER_AUDIT_REOPEN, 0, 0),
+	RQ_INFO,
+	RQ_FETCH,
+	RQ_REPORT_AUTH,
+	RQ_AUDIT_APPEND,
+	RQ_AUDIT_REOPEN,
 };
 const size_t keeper_n_rules_relay = sizeof(keeper_rules_relay) /
     sizeof(keeper_rules_relay[0]);
 
 /* The SMTP front end: which account an address is, "reject" events. */
 const struct ipc_rule keeper_rules_smtp[] = {
-	RQ(KEEPER_RESOLVE, 2, 2 + VAULT_ADDR_MAX),
-	RQ(KEEPER_AUDIT_APPEND, 3, KEEPER_REQ_MAX),
+	RQ_RESOLVE,
+	RQ_AUDIT_APPEND,
 };
 const size_t keeper_n_rules_smtp = sizeof(keeper_rules_smtp) /
     sizeof(keeper_rules_smtp[0]);
@@ -87,23 +106,23 @@ const size_t keeper_n_rules_smtp = sizeof(keeper_rules_smtp) /
  * here: KEEPER_ADMIN_VERIFY) and their audit events. Never FETCH; no hash
  * goes out. */
 const struct ipc_rule keeper_rules_admin[] = {
-	RQ(KEEPER_INFO, 2, 2 + VAULT_ADDR_MAX),
-	RQ(KEEPER_HEALTHY, 0, 0),
-	RQ(KEEPER_COUNT, 0, 0),
-	RQ(KEEPER_VIEW, 8, 8),
-	RQ(KEEPER_ADD, 1, KEEPER_REQ_MAX),
-	RQ(KEEPER_ROTATE, 1, KEEPER_REQ_MAX),
-	RQ(KEEPER_ROLLBACK, 14, 3 * (6 + VAULT_ADDR_MAX)),
-	RQ(KEEPER_REMOVE, 14, 3 * (6 + VAULT_ADDR_MAX)),
-	RQ(KEEPER_ADMIN_VERIFY, KEEPER_VERIFY_REQ_MIN, KEEPER_VERIFY_REQ_MAX),
-	RQ(KEEPER_ADMIN_AUDIT, 22, 4 + 3 * (6 + KEEPER_STR_MAX)),
+	RQ_INFO,
+	RQ_HEALTHY,
+	RQ_COUNT,
+	RQ_VIEW,
+	RQ_ADD,
+	RQ_ROTATE,
+	RQ_ROLLBACK,
+	RQ_REMOVE,
+	RQ_ADMIN_VERIFY,
+	RQ_ADMIN_AUDIT,
 };
 const size_t keeper_n_rules_admin = sizeof(keeper_rules_admin) /
     sizeof(keeper_rules_admin[0]);
 
 const struct ipc_rule keeper_rules_audit[] = {
-	RQ(KEEPER_AUDIT_APPEND, 3, KEEPER_REQ_MAX),
-	RQ(KEEPER_AUDIT_REOPEN, 0, 0),
+	RQ_AUDIT_APPEND,
+	RQ_AUDIT_REOPEN,
 };
 const size_t keeper_n_rules_audit = sizeof(keeper_rules_audit) /
     sizeof(keeper_rules_audit[0]);
